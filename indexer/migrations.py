@@ -1,0 +1,51 @@
+"""Named catalog migrations, applied in order, each in its own transaction, recorded in `migrations`.
+
+Never edit a released migration: add a new one. A catalog holding a name not listed here is from a newer version.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from sqlalchemy import Connection
+
+Migration = Callable[[Connection], None]
+
+
+def m001_initial(conn: Connection) -> None:
+    # Paths are BLOBs of the file system's own bytes: names need not be valid UTF-8.
+    conn.exec_driver_sql("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.exec_driver_sql(
+        """CREATE TABLE images (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            path BLOB NOT NULL UNIQUE,
+            folder BLOB NOT NULL,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            content_hash BLOB NOT NULL,
+            embedding BLOB NOT NULL,
+            seq INTEGER NOT NULL,
+            indexed_at REAL NOT NULL
+        )"""
+    )
+    conn.exec_driver_sql("CREATE INDEX images_folder ON images (folder)")
+    conn.exec_driver_sql("CREATE INDEX images_hash ON images (content_hash)")
+    conn.exec_driver_sql("CREATE INDEX images_seq ON images (seq)")
+    conn.exec_driver_sql(
+        """CREATE TABLE failures (
+            path BLOB PRIMARY KEY,
+            folder BLOB NOT NULL,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            reason TEXT NOT NULL
+        )"""
+    )
+    conn.exec_driver_sql("CREATE INDEX failures_folder ON failures (folder)")
+    # Ids removed from `images`, so a vector index saved at an older seq can be caught up.
+    conn.exec_driver_sql("CREATE TABLE removed (id INTEGER PRIMARY KEY, seq INTEGER NOT NULL)")
+    conn.exec_driver_sql("CREATE INDEX removed_seq ON removed (seq)")
+    conn.exec_driver_sql("INSERT INTO meta (key, value) VALUES ('seq', '0')")
+
+
+MIGRATIONS: list[tuple[str, Migration]] = [
+    ("001_initial", m001_initial),
+]
