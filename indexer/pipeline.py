@@ -1,0 +1,169 @@
+"""Phase two of an index run: decode in worker processes, encode batches in this one, commit batch by batch.
+
+A batch is committed in one transaction: a crash loses at most the batch in flight, and a re-run resumes.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Protocol
+
+import numpy as np
+
+from indexer.catalog import BatchWrite, Catalog, FailedFile, StoredImage
+from indexer.imaging import PreprocessConfig
+from indexer.plan import Plan, Task
+from indexer.prepare import Prepared, Preparer, init_worker, prepare_in_worker
+
+REMOVALS_PER_TRANSACTION = 5000
+
+
+class Encoder(Protocol):
+    preprocess_cfg: PreprocessConfig
+
+    def encode_pixels(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class Reporter(Protocol):
+    def start(self, total: int) -> None: ...
+    def skipped(self, path: bytes, reason: str) -> None: ...
+    def advance(self, n: int) -> None: ...
+
+
+@dataclass
+class IndexOptions:
+    batch_size: int = 32
+    workers: int | None = None  # decode processes; 0 decodes in this process
+
+
+@dataclass
+class IndexSummary:
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    reused: int = 0
+    encoded: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        done = self.added + self.updated
+        return done / self.seconds if self.seconds > 0 else 0.0
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def run_pipeline(catalog: Catalog, plan: Plan, encoder: Callable[[], Encoder], options: IndexOptions,
+                 reporter: Reporter, after_commit: Callable[[], None]) -> IndexSummary:
+    """Embed and store the plan's tasks, then apply its removals. `encoder` is called only if pixels need it."""
+    started = time.monotonic()
+    summary = IndexSummary(unchanged=plan.unchanged, failed=plan.known_failed + len(plan.new_failures))
+    writer = _BatchWriter(catalog, summary, options.batch_size, after_commit)
+    writer.batch.failed.extend(plan.new_failures)
+    reporter.start(plan.todo_count)
+    if plan.todo_count:
+        model = encoder()
+        pending: list[Prepared] = []
+        for prepared in _prepared(plan.tasks(), catalog, model.preprocess_cfg, options):
+            if prepared.error is not None:
+                reporter.skipped(prepared.task.path, prepared.error)
+                writer.fail(prepared)
+            elif prepared.embedding is not None:
+                summary.reused += 1
+                writer.store(prepared, prepared.embedding)
+            else:
+                pending.append(prepared)
+                if len(pending) >= options.batch_size:
+                    _encode(model, pending, writer)
+            reporter.advance(1)
+        _encode(model, pending, writer)
+    writer.flush()
+    _apply_removals(catalog, plan, summary)
+    after_commit()
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _encode(model: Encoder, pending: list[Prepared], writer: "_BatchWriter") -> None:
+    if not pending:
+        return
+    embeddings = model.encode_pixels(np.stack([p.pixels for p in pending]))
+    writer.summary.encoded += len(pending)
+    for prepared, embedding in zip(pending, embeddings):
+        prepared.pixels = None
+        writer.store(prepared, embedding)
+    pending.clear()
+
+
+def _prepared(tasks: Iterable[Task], catalog: Catalog, cfg: PreprocessConfig, options: IndexOptions) -> Iterator[Prepared]:
+    """Prepared files in task order; at most a few batches in flight, so memory stays bounded."""
+    workers = default_workers() if options.workers is None else options.workers
+    if workers == 0:
+        preparer = Preparer(str(catalog.path), cfg)
+        yield from map(preparer, tasks)
+        return
+    # forkserver: workers start from a clean process, never a fork of one running torch threads.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["indexer.prepare"])
+    limit = 2 * options.batch_size + 2 * workers
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker,
+                             initargs=(str(catalog.path), cfg)) as pool:
+        inflight: deque[Future] = deque()
+        for task in tasks:
+            inflight.append(pool.submit(prepare_in_worker, task))
+            if len(inflight) >= limit:
+                yield inflight.popleft().result()
+        while inflight:
+            yield inflight.popleft().result()
+
+
+class _BatchWriter:
+    """Accumulates results and commits them a batch at a time."""
+
+    def __init__(self, catalog: Catalog, summary: IndexSummary, batch_size: int, after_commit: Callable[[], None]):
+        self.catalog = catalog
+        self.summary = summary
+        self.batch_size = batch_size
+        self.after_commit = after_commit
+        self.batch = BatchWrite()
+
+    def store(self, prepared: Prepared, embedding: np.ndarray) -> None:
+        task = prepared.task
+        self.batch.stored.append(StoredImage(task.path, prepared.size, prepared.mtime_ns, prepared.content_hash,
+                                             np.asarray(embedding, dtype=np.float32), task.existing_id))
+        if task.existing_id is None:
+            self.summary.added += 1
+        else:
+            self.summary.updated += 1
+        self._maybe_flush()
+
+    def fail(self, prepared: Prepared) -> None:
+        self.batch.failed.append(FailedFile(prepared.task.path, prepared.size, prepared.mtime_ns, prepared.error or ""))
+        self.summary.failed += 1
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        if len(self.batch) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if len(self.batch):
+            self.catalog.apply(self.batch)
+            self.batch = BatchWrite()
+            self.after_commit()
+
+
+def _apply_removals(catalog: Catalog, plan: Plan, summary: IndexSummary) -> None:
+    ids, failures = plan.removed_ids, plan.removed_failures
+    for start in range(0, max(len(ids), len(failures)), REMOVALS_PER_TRANSACTION):
+        end = start + REMOVALS_PER_TRANSACTION
+        catalog.apply(BatchWrite(removed_ids=ids[start:end], removed_failures=failures[start:end]))
+    summary.removed = len(ids)

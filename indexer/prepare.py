@@ -1,0 +1,96 @@
+"""Worker side of an index run: read a file once, hash those bytes, reuse a known embedding or decode.
+
+Runs in worker processes; it imports neither torch nor SQLAlchemy (a plain read-only sqlite3 connection suffices).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import stat
+from dataclasses import dataclass
+
+import numpy as np
+
+from indexer.imaging import ImageDecodeError, PreprocessConfig, decode_and_preprocess
+from indexer.plan import Task
+
+MAX_FILE_BYTES = 1 << 30  # larger than any photo; refuse rather than hold it in memory
+
+
+@dataclass
+class Prepared:
+    """The outcome for one file: exactly one of `pixels`, `embedding`, `error` is set."""
+
+    task: Task
+    size: int = 0
+    mtime_ns: int = 0
+    content_hash: bytes = b""
+    pixels: np.ndarray | None = None
+    embedding: np.ndarray | None = None
+    error: str | None = None
+
+
+class Preparer:
+    """Holds what a worker reuses across files: the preprocessing config and a read-only catalog connection."""
+
+    def __init__(self, catalog_path: str, cfg: PreprocessConfig):
+        self.cfg = cfg
+        self.catalog_path = catalog_path
+        self._conn: sqlite3.Connection | None = None
+
+    def __call__(self, task: Task) -> Prepared:
+        try:
+            data, size, mtime_ns = read_file(task.path)
+        except OSError as exc:
+            return Prepared(task, error=exc.strerror or type(exc).__name__)
+        except ValueError as exc:
+            return Prepared(task, error=str(exc))
+        result = Prepared(task, size, mtime_ns, hashlib.blake2b(data, digest_size=16).digest())
+        if not data:
+            result.error = "empty file"
+            return result
+        result.embedding = self._known_embedding(result.content_hash)
+        if result.embedding is None:
+            try:
+                result.pixels = decode_and_preprocess(data, self.cfg)
+            except ImageDecodeError as exc:
+                result.error = str(exc)
+        return result
+
+    def _known_embedding(self, content_hash: bytes) -> np.ndarray | None:
+        if self._conn is None:
+            self._conn = sqlite3.connect(f"file:{self.catalog_path}?mode=ro", uri=True, timeout=60)
+        row = self._conn.execute("SELECT embedding FROM images WHERE content_hash=? LIMIT 1", (content_hash,)).fetchone()
+        return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
+
+
+def read_file(path: bytes) -> tuple[bytes, int, int]:
+    """The file's bytes with the size and mtime of what was actually read (it may change after the scan)."""
+    # O_NONBLOCK: a FIFO swapped in after the scan must not hang the run.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise ValueError(f"file too large ({info.st_size} bytes)")
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks), info.st_size, info.st_mtime_ns
+    finally:
+        os.close(fd)
+
+
+_worker: Preparer | None = None
+
+
+def init_worker(catalog_path: str, cfg: PreprocessConfig) -> None:
+    global _worker
+    _worker = Preparer(catalog_path, cfg)
+
+
+def prepare_in_worker(task: Task) -> Prepared:
+    assert _worker is not None, "init_worker was not called"
+    return _worker(task)
