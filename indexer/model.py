@@ -45,12 +45,17 @@ class ModelSpec:
             return cls(name, "")
         if pretrained is None:
             pretrained = DEFAULT_PRETRAINED if name == DEFAULT_MODEL else ""
-        if pretrained and (os.sep in pretrained or os.path.exists(pretrained)):
-            pretrained = os.path.abspath(os.path.expanduser(pretrained))
-        return cls(name, pretrained)
+        return cls(name, normalise_pretrained(pretrained))
 
     def describe(self) -> str:
         return f"{self.name} ({self.pretrained})" if self.pretrained else self.name
+
+
+def normalise_pretrained(pretrained: str) -> str:
+    """A checkpoint file becomes an absolute path; a tag stays as it is."""
+    if pretrained and (os.sep in pretrained or os.path.exists(pretrained)):
+        return os.path.abspath(os.path.expanduser(pretrained))
+    return pretrained
 
 
 class ClipModel:

@@ -1,0 +1,1 @@
+"""The upper floor of searchengine: everything that answers (Library API, queries, CLI)."""

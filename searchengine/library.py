@@ -1,0 +1,273 @@
+"""`Library`: the Python API. A library is one folder holding the SQLite catalog and the derived vector index."""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from indexer.catalog import Catalog
+from indexer.errors import LibraryNotFoundError, ModelMismatchError, QueryError, SearchEngineError
+from indexer.lock import try_writer_lock, writer_lock
+from indexer.model import ClipModel, ModelSpec, load_model, normalise_pretrained
+from indexer.pipeline import IndexOptions, IndexSummary, Reporter, run_pipeline
+from indexer.plan import make_plan
+from indexer.scan import absolute
+
+CATALOG_FILE = "catalog.sqlite"
+INDEX_FILE = "vectors.faiss"
+LOCK_FILE = "write.lock"
+TEXT_TOWER_DIR = "text_tower"
+INDEX_SAVE_SECONDS = 60.0
+LIBRARY_ENV = "SEARCHENGINE_LIBRARY"
+
+NoticeFn = Callable[[str], None]
+
+
+def default_library_dir() -> Path:
+    """$SEARCHENGINE_LIBRARY, else the per-user data folder."""
+    if os.environ.get(LIBRARY_ENV):
+        return Path(os.environ[LIBRARY_ENV]).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "searchengine"
+
+
+def _stderr_notice(message: str) -> None:
+    print(f"searchengine: {message}", file=sys.stderr)
+
+
+@dataclass
+class SearchHit:
+    path: str
+    score: float
+    id: int
+
+
+@dataclass
+class LibraryStatus:
+    library: str
+    images: int
+    failed: int
+    model: str
+    pretrained: str
+    dim: int
+    index: str
+    text_encoder: str
+
+
+class Library:
+    """Open one with `Library.open(folder)`; `index`, `search`, `status`, `embed`."""
+
+    def __init__(self, folder: Path, notice: NoticeFn = _stderr_notice):
+        self.folder = Path(folder).expanduser().absolute()
+        self.notice = notice
+        self._catalog: Catalog | None = None
+        self._model: ClipModel | None = None
+        self._store = None
+        self._query = None
+
+    @classmethod
+    def open(cls, folder: Path | str | None = None, notice: NoticeFn = _stderr_notice) -> "Library":
+        return cls(Path(folder) if folder else default_library_dir(), notice)
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.folder / CATALOG_FILE
+
+    def exists(self) -> bool:
+        return self.catalog_path.exists()
+
+    def close(self) -> None:
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None
+        self._store = None
+
+    # --- indexing ---------------------------------------------------------------------------------------------
+    def index(self, paths: Sequence[str], model: str | None = None, pretrained: str | None = None,
+              options: IndexOptions | None = None, exclude: Sequence[str] = (), reporter: Reporter | None = None
+              ) -> IndexSummary:
+        roots = [absolute(p) for p in paths]
+        for root, given in zip(roots, paths):
+            if not os.path.exists(root):
+                raise SearchEngineError(f"no such file or folder: {given}")
+        if not self.exists():
+            self._create(ModelSpec.resolve(model, pretrained))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with writer_lock(self.folder / LOCK_FILE, self.notice):
+            catalog = self._writable_catalog()
+            self._check_model(catalog, model, pretrained)
+            store = self._index_store(catalog)
+            store.current()  # repair a damaged or stale index before adding to it
+            plan = make_plan(catalog, roots, exclude, (reporter or _Quiet()).skipped)
+            try:
+                summary = run_pipeline(catalog, plan, self._loaded_model, options or IndexOptions(),
+                                       reporter or _Quiet(), lambda: store.save_every(INDEX_SAVE_SECONDS))
+            finally:
+                plan.close()
+            store.save()
+            self._export_text_tower_if_missing()
+        return summary
+
+    def _create(self, spec: ModelSpec) -> None:
+        """Load the model first: weights that cannot be had leave no half-made library behind."""
+        model = load_model(spec)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with writer_lock(self.folder / LOCK_FILE, self.notice):
+            if self.exists():
+                return  # another process created it meanwhile; the model check follows under the lock
+            catalog = Catalog.open(self.catalog_path, writable=True, create=True)
+            catalog.set_meta({"model": spec.name, "pretrained": spec.pretrained, "dim": str(model.dim)})
+            self._catalog, self._model = catalog, model
+
+    def _check_model(self, catalog: Catalog, name: str | None, pretrained: str | None) -> None:
+        if name is None and pretrained is None:
+            return
+        mine = self._spec(catalog)
+        asked = ModelSpec(ModelSpec.resolve(name, None).name if name else mine.name,
+                          mine.pretrained if pretrained is None else normalise_pretrained(pretrained))
+        if asked != mine:
+            raise ModelMismatchError(
+                f"library {self.folder} uses model {mine.describe()}, not {asked.describe()}; "
+                "use another --library for another model")
+
+    def _export_text_tower_if_missing(self) -> None:
+        target = self.folder / TEXT_TOWER_DIR
+        if target.exists() or self._model is None:
+            return
+        from indexer.text_tower import export_text_tower
+
+        export_text_tower(self._model.model, self._model.tokenizer, target)
+
+    # --- searching --------------------------------------------------------------------------------------------
+    def search(self, text: str | None = None, image: str | None = None, limit: int = 20,
+               exact: bool = False) -> list[SearchHit]:
+        if (text is None) == (image is None):
+            raise QueryError("give either a text or an image to search for")
+        if limit < 1:
+            raise QueryError("--limit must be at least 1")
+        catalog = self._readable_catalog()
+        if catalog.counts()[0] == 0:
+            raise QueryError(f"library {self.folder} has no images yet; run `searchengine index FOLDER` first")
+        query = self._query_encoder().texts([text]) if text is not None else \
+            self._query_encoder().image_file(image, catalog)
+        return self.search_vector(query[0], limit, exact)
+
+    def search_vector(self, vector: np.ndarray, limit: int = 20, exact: bool = False) -> list[SearchHit]:
+        catalog = self._readable_catalog()
+        dim = int(catalog.meta()["dim"])
+        query = np.asarray(vector, dtype=np.float32).reshape(1, dim)
+        if exact:
+            scores, ids = _exact_search(catalog, query, dim, limit)
+        else:
+            index = self._readable_store().current()
+            scores, ids = index.search(query, limit, rerank=lambda wanted: catalog.vectors_for(wanted, dim))
+        paths = catalog.paths_for([int(i) for i in ids[0] if i >= 0])
+        hits = [SearchHit(os.fsdecode(paths[int(i)]), float(s), int(i))
+                for s, i in zip(scores[0], ids[0]) if int(i) in paths]
+        return hits[:limit]
+
+    # --- status and embeddings ------------------------------------------------------------------------------------
+    def status(self) -> LibraryStatus:
+        catalog = self._readable_catalog()
+        meta = catalog.meta()
+        images, failed = catalog.counts()
+        has_tower = (self.folder / TEXT_TOWER_DIR).is_dir()
+        return LibraryStatus(str(self.folder), images, failed, meta["model"], meta["pretrained"], int(meta["dim"]),
+                             meta.get("index_kind", "none"), "numpy" if has_tower else "torch")
+
+    def failures(self) -> list[tuple[str, str]]:
+        return [(os.fsdecode(f.path), f.reason) for f in self._readable_catalog().failures()]
+
+    def embed(self, texts: Sequence[str] = (), images: Sequence[str] = (), model: str | None = None,
+              pretrained: str | None = None) -> list[np.ndarray]:
+        """Embeddings exactly as `index` and `search` compute them; without a library, of the given model."""
+        if self.exists():
+            self._check_model(self._readable_catalog(), model, pretrained)
+        elif self._model is None:
+            self._model = load_model(ModelSpec.resolve(model, pretrained))
+        encoder = self._query_encoder()
+        out = list(encoder.texts(texts)) if texts else []
+        return out + (list(encoder.image_files(images)) if images else [])
+
+    # --- plumbing ------------------------------------------------------------------------------------------------
+    def _spec(self, catalog: Catalog) -> ModelSpec:
+        meta = catalog.meta()
+        return ModelSpec(meta["model"], meta["pretrained"])
+
+    def _loaded_model(self) -> ClipModel:
+        if self._model is None:
+            self._model = load_model(self._spec(self._readable_catalog()))
+        return self._model
+
+    def _writable_catalog(self) -> Catalog:
+        if self._catalog is None or not self._catalog.writable:
+            self.close()
+            self._catalog = Catalog.open(self.catalog_path, writable=True)
+        return self._catalog
+
+    def _readable_catalog(self) -> Catalog:
+        if self._catalog is None:
+            if not self.exists():
+                raise LibraryNotFoundError(
+                    f"no library at {self.folder}; create one with `searchengine index FOLDER` "
+                    f"(or choose one with --library / ${LIBRARY_ENV})")
+            self._catalog = Catalog.open(self.catalog_path, writable=False)
+        return self._catalog
+
+    def _index_store(self, catalog: Catalog):
+        from indexer.index_store import IndexStore
+
+        if self._store is None or self._store.catalog is not catalog:
+            self._store = IndexStore(catalog, self.folder / INDEX_FILE, int(catalog.meta()["dim"]), self.notice)
+        return self._store
+
+    def _readable_store(self):
+        store = self._index_store(self._readable_catalog())
+        before = store.index.seq if store.index is not None else None
+        index = store.current()
+        if index.seq != before and index.seq != store.saved_seq:
+            self._save_if_no_writer(store)
+        return store
+
+    def _save_if_no_writer(self, store) -> None:
+        """A reader repairs the index file for the next reader, unless an index run owns it."""
+        lock = try_writer_lock(self.folder / LOCK_FILE)
+        if lock is None:
+            return
+        try:
+            store.save()
+        except (OSError, SearchEngineError):
+            pass  # a read-only library folder: searching still works from memory
+        finally:
+            lock.release()
+
+    def _query_encoder(self):
+        from searchengine.query import QueryEncoder
+
+        if self._query is None:
+            tower = self.folder / TEXT_TOWER_DIR
+            self._query = QueryEncoder(tower if tower.is_dir() else None, self._loaded_model)
+        return self._query
+
+
+class _Quiet:
+    def start(self, total: int) -> None: ...
+    def skipped(self, path: bytes, reason: str) -> None: ...
+    def advance(self, n: int) -> None: ...
+
+
+def _exact_search(catalog: Catalog, query: np.ndarray, dim: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Brute force over every stored embedding: the reference any index is measured against."""
+    changes = catalog.changes(dim)
+    scores = changes.vectors @ query[0]
+    top = np.argsort(-scores, kind="stable")[:limit]
+    return scores[top][None, :], changes.ids[top][None, :]

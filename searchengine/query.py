@@ -1,0 +1,75 @@
+"""Turning a query (text, or an image file) into a vector, as cheaply as it can be done faithfully.
+
+Text goes through the library's numpy export of its text tower when there is one (no torch import: a cold
+query stays well under a second), else through open_clip. An indexed, unchanged image file reuses its stored
+embedding; any other image is decoded and encoded exactly as `index` does.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from indexer.catalog import Catalog
+from indexer.errors import QueryError
+from indexer.imaging import ImageDecodeError, decode_and_preprocess
+from indexer.model import ClipModel
+from indexer.prepare import read_file
+from indexer.scan import absolute
+
+ModelFn = Callable[[], ClipModel]
+
+
+class QueryEncoder:
+    def __init__(self, text_tower_dir: Path | None, model: ModelFn):
+        self.text_tower_dir = text_tower_dir
+        self.model = model
+        self._numpy_text = None
+
+    def texts(self, texts: Sequence[str]) -> np.ndarray:
+        encoder = self._numpy_encoder()
+        if encoder is not None:
+            return encoder.encode(list(texts))
+        return self.model().encode_texts(texts)
+
+    def _numpy_encoder(self):
+        if self._numpy_text is None and self.text_tower_dir is not None:
+            from indexer.numpy_text import NumpyTextEncoder
+
+            self._numpy_text = NumpyTextEncoder.load(self.text_tower_dir) or False
+        return self._numpy_text or None
+
+    def image_file(self, path: str, catalog: Catalog | None) -> np.ndarray:
+        """The stored embedding when `path` is indexed and unchanged, else a fresh encoding."""
+        raw = absolute(path)
+        if catalog is not None:
+            stored = catalog.image_by_path(raw)
+            if stored is not None and _unchanged(raw, stored[1], stored[2]):
+                return stored[0][None, :]
+        return self.image_files([path])
+
+    def image_files(self, paths: Sequence[str]) -> np.ndarray:
+        model = self.model()
+        pixels = [_pixels(p, model) for p in paths]
+        return model.encode_pixels(np.stack(pixels))
+
+
+def _unchanged(path: bytes, size: int, mtime_ns: int) -> bool:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return True  # gone since indexing: its stored embedding is all there is
+    return (info.st_size, info.st_mtime_ns) == (size, mtime_ns)
+
+
+def _pixels(path: str, model: ClipModel) -> np.ndarray:
+    try:
+        data, _, _ = read_file(absolute(path))
+    except (OSError, ValueError) as exc:
+        raise QueryError(f"cannot read image {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        return decode_and_preprocess(data, model.preprocess_cfg)
+    except ImageDecodeError as exc:
+        raise QueryError(f"cannot use image {path}: {exc}") from None
