@@ -4,14 +4,15 @@ Never edit a released migration: add a new one. A catalog holding a name not lis
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from sqlalchemy import Connection
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
-Migration = Callable[[Connection], None]
+Migration = Callable[["Connection"], None]
 
 
-def m001_initial(conn: Connection) -> None:
+def m001_initial(conn: "Connection") -> None:
     # Paths are BLOBs of the file system's own bytes: names need not be valid UTF-8.
     conn.exec_driver_sql("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     conn.exec_driver_sql(

@@ -5,17 +5,20 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from indexer.catalog import Catalog
 from indexer.errors import LibraryNotFoundError, ModelMismatchError, QueryError, SearchEngineError
-from indexer.lock import try_writer_lock, writer_lock
-from indexer.model import ClipModel, ModelSpec, load_model, normalise_pretrained
-from indexer.pipeline import IndexOptions, IndexSummary, Reporter, run_pipeline
-from indexer.plan import make_plan
 from indexer.scan import absolute
+
+if TYPE_CHECKING:
+    from indexer.model import ClipModel, ModelSpec
+    from indexer.pipeline import IndexOptions, IndexSummary, Reporter
+
+# Imports of the indexing side (torch wrapper, PIL, filelock, workers) stay inside the methods that need
+# them: a cold query pays only for what answering costs.
 
 CATALOG_FILE = "catalog.sqlite"
 INDEX_FILE = "vectors.faiss"
@@ -70,7 +73,7 @@ class Library:
         self.folder = Path(folder).expanduser().absolute()
         self.notice = notice
         self._catalog: Catalog | None = None
-        self._model: ClipModel | None = None
+        self._model: "ClipModel | None" = None
         self._store = None
         self._query = None
 
@@ -93,8 +96,13 @@ class Library:
 
     # --- indexing ---------------------------------------------------------------------------------------------
     def index(self, paths: Sequence[str], model: str | None = None, pretrained: str | None = None,
-              options: IndexOptions | None = None, exclude: Sequence[str] = (), reporter: Reporter | None = None
-              ) -> IndexSummary:
+              options: "IndexOptions | None" = None, exclude: Sequence[str] = (),
+              reporter: "Reporter | None" = None) -> "IndexSummary":
+        from indexer.lock import writer_lock
+        from indexer.model import ModelSpec
+        from indexer.pipeline import IndexOptions, run_pipeline
+        from indexer.plan import make_plan
+
         roots = [absolute(p) for p in paths]
         for root, given in zip(roots, paths):
             if not os.path.exists(root):
@@ -117,8 +125,11 @@ class Library:
             self._export_text_tower_if_missing()
         return summary
 
-    def _create(self, spec: ModelSpec) -> None:
+    def _create(self, spec: "ModelSpec") -> None:
         """Load the model first: weights that cannot be had leave no half-made library behind."""
+        from indexer.lock import writer_lock
+        from indexer.model import load_model
+
         model = load_model(spec)
         self.folder.mkdir(parents=True, exist_ok=True)
         with writer_lock(self.folder / LOCK_FILE, self.notice):
@@ -131,6 +142,8 @@ class Library:
     def _check_model(self, catalog: Catalog, name: str | None, pretrained: str | None) -> None:
         if name is None and pretrained is None:
             return
+        from indexer.model import ModelSpec, normalise_pretrained
+
         mine = self._spec(catalog)
         asked = ModelSpec(ModelSpec.resolve(name, None).name if name else mine.name,
                           mine.pretrained if pretrained is None else normalise_pretrained(pretrained))
@@ -193,18 +206,24 @@ class Library:
         if self.exists():
             self._check_model(self._readable_catalog(), model, pretrained)
         elif self._model is None:
+            from indexer.model import ModelSpec, load_model
+
             self._model = load_model(ModelSpec.resolve(model, pretrained))
         encoder = self._query_encoder()
         out = list(encoder.texts(texts)) if texts else []
         return out + (list(encoder.image_files(images)) if images else [])
 
     # --- plumbing ------------------------------------------------------------------------------------------------
-    def _spec(self, catalog: Catalog) -> ModelSpec:
+    def _spec(self, catalog: Catalog) -> "ModelSpec":
+        from indexer.model import ModelSpec
+
         meta = catalog.meta()
         return ModelSpec(meta["model"], meta["pretrained"])
 
-    def _loaded_model(self) -> ClipModel:
+    def _loaded_model(self) -> "ClipModel":
         if self._model is None:
+            from indexer.model import load_model
+
             self._model = load_model(self._spec(self._readable_catalog()))
         return self._model
 
@@ -240,6 +259,8 @@ class Library:
 
     def _save_if_no_writer(self, store) -> None:
         """A reader repairs the index file for the next reader, unless an index run owns it."""
+        from indexer.lock import try_writer_lock
+
         lock = try_writer_lock(self.folder / LOCK_FILE)
         if lock is None:
             return

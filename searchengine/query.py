@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from indexer.catalog import Catalog
 from indexer.errors import QueryError
-from indexer.imaging import ImageDecodeError, decode_and_preprocess
-from indexer.model import ClipModel
-from indexer.prepare import read_file
 from indexer.scan import absolute
 
-ModelFn = Callable[[], ClipModel]
+if TYPE_CHECKING:
+    from indexer.model import ClipModel
+
+ModelFn = Callable[[], "ClipModel"]
 
 
 class QueryEncoder:
@@ -64,7 +64,10 @@ def _unchanged(path: bytes, size: int, mtime_ns: int) -> bool:
     return (info.st_size, info.st_mtime_ns) == (size, mtime_ns)
 
 
-def _pixels(path: str, model: ClipModel) -> np.ndarray:
+def _pixels(path: str, model: "ClipModel") -> np.ndarray:
+    from indexer.imaging import ImageDecodeError, decode_and_preprocess
+    from indexer.prepare import read_file
+
     try:
         data, _, _ = read_file(absolute(path))
     except (OSError, ValueError) as exc:
