@@ -79,7 +79,8 @@ class IndexStore:
             self.notice(f"vector index {self.path} holds {index.ntotal} vectors, the catalog {changes.total}; "
                         "rebuilding it from the catalog")
             self.index = self._build()
-        elif index.should_rebuild(changes.total):
+        elif self.catalog.writable and index.should_rebuild(changes.total):
+            # Only a writer retrains (minutes at a million vectors); a reader's caught-up index is correct as is.
             self.index = self._build()
 
 

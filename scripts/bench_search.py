@@ -1,0 +1,276 @@
+"""Benchmark the vector index the library would build for N vectors against exact (flat) search.
+
+Reports recall@10 vs exact, queries/s vs the flat index (same query batch, same threads), bytes/vector
+(saved index file size / N), build/save/load time, RSS, and an estimate of re-ranking through SQLite.
+The last line printed is one JSON object.
+
+Synthetic data (default) mimics CLIP's geometry: image embeddings share a strong common direction,
+belong to one of 64 broad topics and to one of 4000 Gaussian clusters with log-normal sizes, and a point
+is its cluster centre plus isotropic noise, normalised (nearest-image cosine ~0.77, mean pair cosine
+~0.38). Text queries are a cluster centre pulled towards a shared "modality offset" direction plus noise,
+normalised, so their best image sits at cosine ~0.33 (mean ~0.14), as CLIP text queries do.
+
+    .venv/bin/python scripts/bench_search.py [--vectors N] [--queries Q]
+        [--vectors-file V.npy --queries-file Q.npy --ids-out I.npy]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DIM = 512
+K = 10
+CHUNK = 100_000
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def synthetic(n: int, q: int, dim: int = DIM, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(images (n, dim), text-like queries (q, dim)), float32 unit rows; see the module docstring."""
+    rng = np.random.default_rng(seed)
+    common, offset = unit(rng.standard_normal((2, dim)))
+    topics = unit(rng.standard_normal((64, dim)))
+    centres = unit(1.3 * common + 0.8 * topics[rng.integers(0, 64, 4000)] + unit(rng.standard_normal((4000, dim))))
+    weights = rng.lognormal(0.0, 1.0, len(centres))
+    weights /= weights.sum()
+    images = np.empty((n, dim), np.float32)
+    for start in range(0, n, CHUNK):
+        stop = min(n, start + CHUNK)
+        noise = rng.standard_normal((stop - start, dim), dtype=np.float32) * np.float32(0.6 / np.sqrt(dim))
+        images[start:stop] = unit(centres[rng.choice(len(centres), stop - start, p=weights)] + noise)
+    noise = rng.standard_normal((q, dim), dtype=np.float32) / np.float32(np.sqrt(dim))
+    queries = unit(0.5 * centres[rng.choice(len(centres), q, p=weights)] + offset + noise)
+    return images, queries
+
+
+def load_matrix(path: Path) -> np.ndarray:
+    matrix = np.ascontiguousarray(np.load(path), dtype=np.float32)
+    if matrix.ndim != 2:
+        sys.exit(f"{path}: expected a 2-D float32 matrix, got shape {matrix.shape}")
+    norms = np.linalg.norm(matrix[:1000], axis=1)
+    if not np.allclose(norms, 1.0, atol=1e-3):
+        print(f"warning: {path} rows are not unit length (norms {norms.min():.3f}..{norms.max():.3f})")
+    return matrix
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def import_faiss_seconds(repeats: int = 3) -> list[float]:
+    """Cold `import faiss` in fresh interpreters (numpy already imported, as in the product)."""
+    code = "import numpy, time; t = time.perf_counter(); import faiss; print(time.perf_counter() - t)"
+    return [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+            for _ in range(repeats)]
+
+
+def timed_batches(search, queries: np.ndarray, repeats: int) -> list[float]:
+    """Wall seconds of `repeats` searches of the whole query batch."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        search(queries)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def single_query_ms(index, queries: np.ndarray, rerank, count: int = 200) -> list[float]:
+    times = []
+    for row in queries[:count]:
+        start = time.perf_counter()
+        index.search(row[None, :], K, rerank=rerank)
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(e)) / exact.shape[1] for a, e in zip(approx, exact)]))
+
+
+def sqlite_rerank_ms(vectors: np.ndarray, fetch: int, trials: int = 200, rows: int = 100_000) -> list[float]:
+    """Cost of the product's re-rank source: one `IN (...)` read of `fetch` embedding blobs per query.
+
+    Uses a temporary catalog-like table of min(N, rows) rows (id INTEGER PRIMARY KEY, embedding BLOB);
+    B-tree lookups grow only logarithmically, so this is close to the cost at N. The page cache is warm.
+    """
+    rows = min(rows, len(vectors))
+    rng = np.random.default_rng(3)
+    with tempfile.TemporaryDirectory() as folder:
+        db = sqlite3.connect(Path(folder) / "catalog.db")
+        db.execute("CREATE TABLE images (id INTEGER PRIMARY KEY, path TEXT, embedding BLOB)")
+        db.executemany("INSERT INTO images VALUES (?, ?, ?)",
+                       ((i, f"/photos/{i:08d}.jpg", vectors[i].tobytes()) for i in range(rows)))
+        db.commit()
+        times = []
+        for _ in range(trials):
+            wanted = np.sort(rng.choice(rows, fetch, replace=False))
+            start = time.perf_counter()
+            sql = f"SELECT id, embedding FROM images WHERE id IN ({','.join('?' * fetch)})"
+            got = dict(db.execute(sql, [int(i) for i in wanted]).fetchall())
+            np.stack([np.frombuffer(got[int(i)], np.float32) for i in wanted])
+            times.append((time.perf_counter() - start) * 1000)
+        db.close()
+    return times
+
+
+def cold_cli_latencies(args: argparse.Namespace) -> dict:
+    """Cold CLI text / indexed-image query and warm in-process p50/p95 on a generated ViT-B-32 library."""
+    if args.library_images <= 0:
+        return {}
+    from query_latency import cold_cli_latencies as measure
+
+    figures = measure(Path(args.work), images=args.library_images, runs=args.cold_runs)
+    print(f"CLI on a {figures['library_images']}-image ViT-B-32 library: cold text {figures['cold_text_s']} s "
+          f"(runs {figures['cold_text_runs_s']}), cold indexed image {figures['cold_image_s']} s, "
+          f"warm p50 {figures['warm_p50_ms']} ms, p95 {figures['warm_p95_ms']} ms", flush=True)
+    return figures
+
+
+def spread(values: list[float], digits: int = 2) -> str:
+    return f"median {np.median(values):.{digits}f} (min {min(values):.{digits}f}, max {max(values):.{digits}f})"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vectors", type=int, default=1_000_000, help="synthetic image vectors (default 1M)")
+    parser.add_argument("--queries", type=int, default=1000, help="synthetic text-like queries (default 1000)")
+    parser.add_argument("--vectors-file", type=Path, help="float32 (N, d) unit rows to index instead")
+    parser.add_argument("--queries-file", type=Path, help="float32 (Q, d) unit rows to query instead")
+    parser.add_argument("--ids-out", type=Path, help="write the top-10 row indices per query (int64, Q x 10)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--library-images", type=int, default=100_000,
+                        help="size of the generated library for CLI latencies (0 skips them)")
+    parser.add_argument("--cold-runs", type=int, default=7, help="cold CLI runs per query kind (median reported)")
+    parser.add_argument("--work", default=str(Path(__file__).resolve().parent.parent / ".bench"),
+                        help="folder for the generated library and model (reused between runs)")
+    return parser.parse_args(argv)
+
+
+def make_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    if bool(args.vectors_file) != bool(args.queries_file):
+        sys.exit("--vectors-file and --queries-file go together")
+    if args.vectors_file:
+        return load_matrix(args.vectors_file), load_matrix(args.queries_file)
+    return synthetic(args.vectors, args.queries, seed=args.seed)
+
+
+def measure_ann(vectors: np.ndarray, queries: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Build, search (batch and one by one), save and reload the index the library would choose."""
+    from indexer.vector_index import VectorIndex
+
+    rss_before = rss_mb()
+    start = time.perf_counter()
+    index = VectorIndex.build(vectors.shape[1], np.arange(len(vectors)), vectors)
+    build_s = time.perf_counter() - start
+    rerank = vectors.__getitem__  # in memory here; the product reads the blobs from SQLite (see sqlite_rerank_ms)
+    search = lambda q: index.search(q, K, rerank=rerank)  # noqa: E731
+    search(queries[:10])
+    batch = timed_batches(search, queries, 3)
+    _, found = search(queries)
+    single = single_query_ms(index, queries, rerank)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "vectors.idx"
+        start = time.perf_counter()
+        index.save(path)
+        save_s = time.perf_counter() - start
+        file_bytes = path.stat().st_size
+        start = time.perf_counter()
+        VectorIndex.load(path)
+        load_s = time.perf_counter() - start
+    result = dict(kind=index.kind, nlist=index.nlist, nprobe=index.nprobe, fetch=index.candidates(K),
+                  build_s=build_s, batch_s=batch, single_ms=single, save_s=save_s, load_s=load_s,
+                  file_bytes=file_bytes, index_rss_mb=rss_mb() - rss_before, peak_rss_after_build_mb=peak_rss_mb())
+    return result, found
+
+
+def measure_flat(vectors: np.ndarray, queries: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Exact search with the library's flat index over the same vectors, queries and threads."""
+    from indexer.vector_index import FLAT, VectorIndex
+
+    index = VectorIndex.build(vectors.shape[1], np.arange(len(vectors)), vectors, kind=FLAT)
+    search = lambda q: index.search(q, K)  # noqa: E731
+    batch = timed_batches(search, queries, 2)
+    _, exact = search(queries)
+    return dict(batch_s=batch, single_ms=single_query_ms(index, queries, None, count=20)), exact
+
+
+def report(args: argparse.Namespace, n: int, q: int, ann: dict, flat: dict, extra: dict) -> dict:
+    """Print the table and return the JSON summary."""
+    qps = q / float(np.median(ann["batch_s"]))
+    flat_qps = q / float(np.median(flat["batch_s"]))
+    index = (f"{ann['kind']} nlist={ann['nlist']} nprobe={ann['nprobe']} rerank={ann['fetch']}"
+             if ann["nlist"] else ann["kind"])
+    rows = [
+        ("index", index),
+        ("vectors x queries", f"{n} x {q}, threads {extra['threads']}"),
+        ("recall@10 vs exact", f"{extra['recall']:.4f}"),
+        ("ANN batch s", spread(ann["batch_s"]) + f" -> {qps:.0f} q/s (in-memory re-rank)"),
+        ("flat batch s", spread(flat["batch_s"]) + f" -> {flat_qps:.0f} q/s"),
+        ("speedup vs flat", f"{qps / flat_qps:.1f}x"),
+        ("ANN single query ms", spread(ann["single_ms"])),
+        ("flat single query ms", spread(flat["single_ms"])),
+        ("SQLite re-rank ms/query", spread(extra["sqlite_ms"]) + f" ({ann['fetch']} blobs; not in q/s above)"),
+        ("bytes/vector", f"{ann['file_bytes'] / n:.1f} (saved index file size / N)"),
+        ("build s", f"{ann['build_s']:.1f}"),
+        ("save s / load s", f"{ann['save_s']:.2f} / {ann['load_s']:.2f}"),
+        ("index RSS MB", f"{ann['index_rss_mb']:.0f} (RSS growth over the build)"),
+        ("peak RSS MB", f"{ann['peak_rss_after_build_mb']:.0f} after build, {peak_rss_mb():.0f} overall"),
+        ("import faiss s", spread(extra["import_faiss_s"], 3)),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    return dict(recall_at_10=round(extra["recall"], 4), speedup_vs_flat=round(qps / flat_qps, 2),
+                bytes_per_vector=round(ann["file_bytes"] / n, 1), index=index, build_s=round(ann["build_s"], 1),
+                qps=round(qps, 1), flat_qps=round(flat_qps, 1), n=n, queries=q, threads=extra["threads"],
+                ann_single_p50_ms=round(float(np.median(ann["single_ms"])), 3),
+                flat_single_p50_ms=round(float(np.median(flat["single_ms"])), 3),
+                sqlite_rerank_p50_ms=round(float(np.median(extra["sqlite_ms"])), 3),
+                save_s=round(ann["save_s"], 2), load_s=round(ann["load_s"], 2),
+                index_rss_mb=round(ann["index_rss_mb"]), peak_rss_mb=round(peak_rss_mb()),
+                import_faiss_s=round(float(np.median(extra["import_faiss_s"])), 3))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    import_faiss_s = import_faiss_seconds()
+    start = time.perf_counter()
+    vectors, queries = make_data(args)
+    print(f"data: {vectors.shape[0]} x {vectors.shape[1]} vectors, {len(queries)} queries "
+          f"({time.perf_counter() - start:.1f}s)", flush=True)
+    ann, found = measure_ann(vectors, queries)
+    print(f"ANN built and searched ({ann['build_s']:.1f}s build)", flush=True)
+    flat, exact = measure_flat(vectors, queries)
+    if args.ids_out:
+        np.save(args.ids_out, found.astype(np.int64))
+    from indexer.vector_index import THREADS
+
+    extra = dict(recall=recall_at_k(found, exact), threads=THREADS, import_faiss_s=import_faiss_s,
+                 sqlite_ms=sqlite_rerank_ms(vectors, ann["fetch"]))
+    summary = report(args, len(vectors), len(queries), ann, flat, extra)
+    summary.update(cold_cli_latencies(args))
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""VectorIndex: exact and ANN kinds, add/remove, re-ranking, rebuild policy and the verified file format."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer.errors import IndexFileError
+from indexer.vector_index import ANN_THRESHOLD, FLAT, IVF_SQ8, RETRAIN_GROWTH, VectorIndex
+
+DIM = 32
+N = 5000
+KINDS = [FLAT, IVF_SQ8]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    """Clustered unit vectors under sparse, non-contiguous ids."""
+    rng = np.random.default_rng(0)
+    centres = _unit(rng.standard_normal((100, DIM)))
+    points = _unit(centres[rng.integers(0, 100, N)] + 0.5 * rng.standard_normal((N, DIM)) / np.sqrt(DIM))
+    ids = np.sort(rng.choice(10**9, N, replace=False)).astype(np.int64)
+    return ids, points
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def built(request: pytest.FixtureRequest, data: tuple[np.ndarray, np.ndarray]) -> VectorIndex:
+    ids, points = data
+    return VectorIndex.build(DIM, ids, points, seq=7, kind=request.param)
+
+
+def _lookup(data: tuple[np.ndarray, np.ndarray]):
+    ids, points = data
+    return lambda wanted: points[np.searchsorted(ids, wanted)]
+
+
+def _fresh(kind: str, data: tuple[np.ndarray, np.ndarray]) -> VectorIndex:
+    ids, points = data
+    return VectorIndex.build(DIM, ids, points, kind=kind)
+
+
+def test_build_chooses_kind_by_size(data: tuple[np.ndarray, np.ndarray]) -> None:
+    ids, points = data
+    small = VectorIndex.build(DIM, ids, points)
+    assert (small.kind, small.dim, small.ntotal, small.seq) == (FLAT, DIM, N, 0)
+    assert VectorIndex.empty(DIM).ntotal == 0
+
+
+def test_query_vector_finds_itself_first(built: VectorIndex, data: tuple[np.ndarray, np.ndarray]) -> None:
+    ids, points = data
+    scores, found = built.search(points[:50], 5, rerank=_lookup(data))
+    assert scores.dtype == np.float32 and found.dtype == np.int64 and found.shape == (50, 5)
+    assert np.array_equal(found[:, 0], ids[:50])
+    assert np.allclose(scores[:, 0], 1.0, atol=1e-4)
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)
+
+
+def test_remove_then_add(data: tuple[np.ndarray, np.ndarray]) -> None:
+    ids, points = data
+    for kind in KINDS:
+        index = _fresh(kind, data)
+        gone = ids[:100]
+        assert index.remove(np.concatenate([gone, [123]])) == 100
+        assert index.ntotal == N - 100
+        _, found = index.search(points[:100], 10)
+        assert not np.isin(found, gone).any()
+        index.add(gone[:10], points[:10])
+        _, found = index.search(points[:10], 1, rerank=_lookup(data))
+        assert np.array_equal(found[:, 0], gone[:10])
+
+
+def test_missing_slots_and_empty_index(data: tuple[np.ndarray, np.ndarray]) -> None:
+    ids, points = data
+    index = VectorIndex.build(DIM, ids[:3], points[:3])
+    scores, found = index.search(points[:2], 5)
+    assert (found[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
+    scores, found = VectorIndex.empty(DIM).search(points[:2], 4)
+    assert found.shape == (2, 4) and (found == -1).all()
+
+
+def test_rerank_gives_exact_order(data: tuple[np.ndarray, np.ndarray]) -> None:
+    ids, points = data
+    index = _fresh(IVF_SQ8, data)
+    queries = _unit(points[:20] + 0.3 * np.random.default_rng(1).standard_normal((20, DIM)).astype(np.float32))
+    scores, found = index.search(queries, 10, rerank=_lookup(data))
+    exact = np.einsum("qkd,qd->qk", points[np.searchsorted(ids, found)], queries)
+    assert np.allclose(scores, exact, atol=1e-5)
+    assert np.all(np.diff(scores, axis=1) <= 0)
+
+
+def test_ann_recall_against_exact(data: tuple[np.ndarray, np.ndarray]) -> None:
+    ids, points = data
+    rng = np.random.default_rng(2)
+    queries = _unit(points[rng.integers(0, N, 200)] + 0.4 * rng.standard_normal((200, DIM)).astype(np.float32))
+    _, truth = _fresh(FLAT, data).search(queries, 10)
+    _, approx = _fresh(IVF_SQ8, data).search(queries, 10, rerank=_lookup(data))
+    recall = np.mean([len(set(a) & set(t)) / 10 for a, t in zip(approx, truth)])
+    assert recall >= 0.9
+
+
+def test_save_load_round_trip(built: VectorIndex, data: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    path = tmp_path / "vectors.idx"
+    built.save(path)
+    loaded = VectorIndex.load(path)
+    assert (loaded.kind, loaded.dim, loaded.seq, loaded.ntotal, loaded.nprobe) == (
+        built.kind, DIM, 7, N, built.nprobe)
+    queries = data[1][::97]
+    for a, b in zip(built.search(queries, 10), loaded.search(queries, 10)):
+        assert np.array_equal(a, b)
+    assert [p.name for p in tmp_path.iterdir()] == ["vectors.idx"]
+
+
+def test_save_replaces_existing_file(data: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    ids, points = data
+    path = tmp_path / "vectors.idx"
+    VectorIndex.build(DIM, ids[:10], points[:10], seq=1).save(path)
+    VectorIndex.build(DIM, ids[:20], points[:20], seq=2).save(path)
+    assert (VectorIndex.load(path).seq, VectorIndex.load(path).ntotal) == (2, 20)
+    assert [p.name for p in tmp_path.iterdir()] == ["vectors.idx"]
+
+
+def _saved_bytes(tmp_path: Path, data: tuple[np.ndarray, np.ndarray]) -> tuple[Path, bytes]:
+    ids, points = data
+    path = tmp_path / "vectors.idx"
+    VectorIndex.build(DIM, ids[:500], points[:500]).save(path)
+    return path, path.read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty", "header-only", "truncated", "trailing", "flipped",
+                                    "flipped-header", "garbage"])
+def test_load_rejects_bad_files(damage: str, data: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    path, raw = _saved_bytes(tmp_path, data)
+    if damage == "missing":
+        path.unlink()
+    elif damage == "flipped":
+        path.write_bytes(raw[:-100] + bytes([raw[-100] ^ 0x40]) + raw[-99:])
+    elif damage == "flipped-header":
+        path.write_bytes(raw[:30] + bytes([raw[30] ^ 0x01]) + raw[31:])
+    else:
+        path.write_bytes({"empty": b"", "header-only": raw[:80], "truncated": raw[: len(raw) // 2],
+                          "trailing": raw + b"\0", "garbage": b"not an index at all" * 50}[damage])
+    with pytest.raises(IndexFileError, match=r"vector index .*vectors\.idx") as caught:
+        VectorIndex.load(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_should_rebuild(data: tuple[np.ndarray, np.ndarray]) -> None:
+    flat = VectorIndex.empty(DIM)
+    assert not flat.should_rebuild(ANN_THRESHOLD)
+    assert flat.should_rebuild(ANN_THRESHOLD + 1)
+    ann = _fresh(IVF_SQ8, data)
+    ann.built_for = 2 * ANN_THRESHOLD
+    assert not ann.should_rebuild(2 * ANN_THRESHOLD)
+    assert not ann.should_rebuild(RETRAIN_GROWTH * 2 * ANN_THRESHOLD)
+    assert ann.should_rebuild(RETRAIN_GROWTH * 2 * ANN_THRESHOLD + 1)
+    assert ann.should_rebuild(ANN_THRESHOLD // 2)
+
+
+def test_rejects_bad_shapes(data: tuple[np.ndarray, np.ndarray]) -> None:
+    ids, points = data
+    index = VectorIndex.empty(DIM)
+    with pytest.raises(ValueError):
+        index.add(ids[:3], points[:2])
+    with pytest.raises(ValueError):
+        index.search(np.zeros((1, DIM + 1), np.float32), 3)
+    with pytest.raises(ValueError):
+        VectorIndex.build(DIM, ids[:5], points[:5], kind="hnsw")
