@@ -87,8 +87,28 @@ def check_sqlite_file(path: Path) -> None:
             head = fh.read(len(SQLITE_MAGIC))
     except OSError as exc:
         raise CatalogError(f"cannot read catalog {path}: {exc.strerror}") from None
-    if head and head != SQLITE_MAGIC:
+    if not head:
+        # SQLite would take it for a new database, but a catalog is never empty once made: this one is damaged
+        raise CatalogError(f"catalog {path} is an empty file, not a catalog (left untouched)")
+    if head != SQLITE_MAGIC:
         raise CatalogError(f"catalog {path} is not a SQLite database (left untouched)")
+
+
+def _side_files(path: Path) -> tuple[Path, Path]:
+    return path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # some platforms cannot open folders; the rename is atomic all the same
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _applied_migrations(path: Path) -> list[str]:
@@ -195,6 +215,29 @@ class Catalog:
             catalog.close()
             raise
         return catalog
+
+    @classmethod
+    def create(cls, path: Path, meta: dict[str, str]) -> "Catalog":
+        """A new catalog holding `meta`, built aside and renamed into place: a crash leaves all of it or none.
+
+        The caller holds the writer lock and has seen that `path` does not exist.
+        """
+        path = Path(path)
+        aside = path.with_name(f".{path.name}.new")
+        for leftover in (aside, *_side_files(aside)):
+            leftover.unlink(missing_ok=True)  # from a run that died while creating
+        catalog = cls.open(aside, writable=True, create=True)
+        try:
+            catalog.set_meta(meta)
+        finally:
+            catalog.close()  # the last connection: SQLite folds the -wal file in and removes it
+        if any(side.exists() for side in _side_files(aside)):
+            raise CatalogError(f"cannot create catalog {path}: SQLite kept its write-ahead log")
+        if path.exists():
+            raise CatalogError(f"catalog {path} already exists (left untouched)")
+        os.replace(aside, path)
+        _fsync_dir(path.parent)
+        return cls.open(path, writable=True)
 
     def close(self) -> None:
         if self._engine is not None:

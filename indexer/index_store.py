@@ -17,8 +17,10 @@ NoticeFn = Callable[[str], None]
 
 
 class IndexStore:
-    def __init__(self, catalog: Catalog, path: Path, dim: int, notice: NoticeFn):
+    def __init__(self, catalog: Catalog, path: Path, dim: int, notice: NoticeFn,
+                 writer_active: Callable[[], bool] = lambda: False):
         self.catalog = catalog
+        self.writer_active = writer_active  # an index run saves its index as it goes: being behind is normal
         self.path = Path(path)
         self.dim = dim
         self.notice = notice
@@ -34,7 +36,11 @@ class IndexStore:
         return self.index
 
     def save(self) -> None:
-        """Bring the index up to date and write it atomically, then record its seq in the catalog."""
+        """Bring the index up to date and write it atomically, then record its seq in the catalog.
+
+        Callers hold the library's writer lock, so any temporary index file lying about is a dead run's.
+        """
+        _remove_dead_temp_files(self.path)
         index = self.current()
         if index.seq == self.saved_seq and self.path.exists():
             return
@@ -61,7 +67,7 @@ class IndexStore:
             return self._build()
         self.saved_seq = index.seq
         catalog_seq = self.catalog.seq()
-        if index.seq < catalog_seq:
+        if index.seq < catalog_seq and not self.writer_active():
             self.notice(f"vector index {self.path} is behind the catalog (state {index.seq} < {catalog_seq}); "
                         "catching up from the catalog")
         return index
@@ -82,6 +88,12 @@ class IndexStore:
         elif self.catalog.writable and index.should_rebuild(changes.total):
             # Only a writer retrains (minutes at a million vectors); a reader's caught-up index is correct as is.
             self.index = self._build()
+
+
+def _remove_dead_temp_files(path: Path) -> None:
+    """Temporary files VectorIndex.save left behind when its process was killed before the rename."""
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
 
 
 def _apply(index: VectorIndex, changes: Changes) -> None:

@@ -24,10 +24,11 @@ def writer_lock(path: Path, on_wait: Callable[[str], None]) -> Iterator[None]:
 
 
 def try_writer_lock(path: Path) -> FileLock | None:
-    """The lock if it is free now (caller releases it), else None."""
+    """The lock if it is free now (caller releases it), else None: also where it cannot be taken at all
+    (a read-only library folder), since callers only use it for optional upkeep."""
     lock = FileLock(str(path))
     try:
         lock.acquire(timeout=0)
-    except Timeout:
+    except (Timeout, OSError):
         return None
     return lock

@@ -146,8 +146,15 @@ class _BatchWriter:
         self._maybe_flush()
 
     def fail(self, prepared: Prepared) -> None:
-        self.batch.failed.append(FailedFile(prepared.task.path, prepared.size, prepared.mtime_ns, prepared.error or ""))
-        self.summary.failed += 1
+        task = prepared.task
+        if prepared.vanished:  # gone since the scan: no longer indexed, and not a failure to keep listing
+            self.batch.removed_failures.append(task.path)
+            if task.existing_id is not None:
+                self.batch.removed_ids.append(task.existing_id)
+                self.summary.removed += 1
+        else:
+            self.batch.failed.append(FailedFile(task.path, prepared.size, prepared.mtime_ns, prepared.error or ""))
+            self.summary.failed += 1
         self._maybe_flush()
 
     def _maybe_flush(self) -> None:
@@ -166,4 +173,4 @@ def _apply_removals(catalog: Catalog, plan: Plan, summary: IndexSummary) -> None
     for start in range(0, max(len(ids), len(failures)), REMOVALS_PER_TRANSACTION):
         end = start + REMOVALS_PER_TRANSACTION
         catalog.apply(BatchWrite(removed_ids=ids[start:end], removed_failures=failures[start:end]))
-    summary.removed = len(ids)
+    summary.removed += len(ids)

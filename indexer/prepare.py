@@ -29,6 +29,7 @@ class Prepared:
     pixels: np.ndarray | None = None
     embedding: np.ndarray | None = None
     error: str | None = None
+    vanished: bool = False  # deleted since the scan: an error to report, not a failure to record
 
 
 class Preparer:
@@ -42,6 +43,8 @@ class Preparer:
     def __call__(self, task: Task) -> Prepared:
         try:
             data, size, mtime_ns = read_file(task.path)
+        except FileNotFoundError as exc:
+            return Prepared(task, error=exc.strerror or type(exc).__name__, vanished=True)
         except OSError as exc:
             return Prepared(task, error=exc.strerror or type(exc).__name__)
         except ValueError as exc:

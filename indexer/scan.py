@@ -98,8 +98,9 @@ def _classify(entry: os.DirEntry, scan: FolderScan, subfolders: list[bytes], exc
     try:
         is_dir = entry.is_dir()
         is_file = entry.is_file()
-    except OSError as exc:
-        scan.problems.append((path, _reason(exc)))
+    except OSError as exc:  # e.g. a link loop: worth a message only where an image was expected
+        if is_image_name(entry.name):
+            scan.problems.append((path, _reason(exc)))
         return
     if is_dir:
         subfolders.append(path)

@@ -32,7 +32,8 @@ def export_text_tower(model: Any, tokenizer: Any, dest: Path) -> bool:
         return False
     dest = Path(dest)
     tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in dest.parent.glob(f".{dest.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # a killed export's; the caller holds the writer lock
     tmp.mkdir(parents=True)
     try:
         meta = _write_export(model, tmp)

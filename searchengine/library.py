@@ -135,8 +135,8 @@ class Library:
         with writer_lock(self.folder / LOCK_FILE, self.notice):
             if self.exists():
                 return  # another process created it meanwhile; the model check follows under the lock
-            catalog = Catalog.open(self.catalog_path, writable=True, create=True)
-            catalog.set_meta({"model": spec.name, "pretrained": spec.pretrained, "dim": str(model.dim)})
+            catalog = Catalog.create(self.catalog_path,
+                                     {"model": spec.name, "pretrained": spec.pretrained, "dim": str(model.dim)})
             self._catalog, self._model = catalog, model
 
     def _check_model(self, catalog: Catalog, name: str | None, pretrained: str | None) -> None:
@@ -246,7 +246,8 @@ class Library:
         from indexer.index_store import IndexStore
 
         if self._store is None or self._store.catalog is not catalog:
-            self._store = IndexStore(catalog, self.folder / INDEX_FILE, int(catalog.meta()["dim"]), self.notice)
+            self._store = IndexStore(catalog, self.folder / INDEX_FILE, int(catalog.meta()["dim"]), self.notice,
+                                     writer_active=lambda: not catalog.writable and self._writer_active())
         return self._store
 
     def _readable_store(self):
@@ -256,6 +257,15 @@ class Library:
         if index.seq != before and index.seq != store.saved_seq:
             self._save_if_no_writer(store)
         return store
+
+    def _writer_active(self) -> bool:
+        from indexer.lock import try_writer_lock
+
+        lock = try_writer_lock(self.folder / LOCK_FILE)
+        if lock is None:
+            return True
+        lock.release()
+        return False
 
     def _save_if_no_writer(self, store) -> None:
         """A reader repairs the index file for the next reader, unless an index run owns it."""
