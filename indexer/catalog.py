@@ -18,6 +18,7 @@ import numpy as np
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
+from indexer.durable import fsync_dir
 from indexer.errors import CatalogError
 from indexer.migrations import MIGRATIONS
 
@@ -96,20 +97,6 @@ def check_sqlite_file(path: Path) -> None:
 
 def _side_files(path: Path) -> tuple[Path, Path]:
     return path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # some platforms cannot open folders; the rename is atomic all the same
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
 
 def _applied_migrations(path: Path) -> list[str]:
     """Read migration names through a read-only connection, so an unusable catalog is never modified."""
@@ -236,7 +223,7 @@ class Catalog:
         if path.exists():
             raise CatalogError(f"catalog {path} already exists (left untouched)")
         os.replace(aside, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return cls.open(path, writable=True)
 
     def close(self) -> None:

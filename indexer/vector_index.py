@@ -28,6 +28,7 @@ from typing import Callable, Iterator
 import faiss
 import numpy as np
 
+from indexer.durable import fsync_dir
 from indexer.errors import IndexFileError
 
 FLAT = "flat"
@@ -264,7 +265,7 @@ class VectorIndex:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     @classmethod
     def load(cls, path: Path) -> "VectorIndex":
@@ -344,17 +345,3 @@ def _check_consistent(index: "faiss.Index", header: _Header, path: Path) -> None
         problems.append("payload metric is not inner product")
     if problems:
         raise IndexFileError(f"vector index {path} is inconsistent ({'; '.join(problems)})")
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable; some platforms and file systems cannot open folders, which is harmless."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
