@@ -178,4 +178,5 @@ def _preprocess_config(preprocess: Any, model: Any) -> PreprocessConfig:
         std=tuple(float(x) for x in cfg.get("std", (0.26862954, 0.26130258, 0.27577711))),
         interpolation=str(cfg.get("interpolation", "bicubic")),
         resize_mode=str(cfg.get("resize_mode", "shortest")),
+        fill_color=int(cfg.get("fill_color", 0)),
     )
