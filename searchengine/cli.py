@@ -59,15 +59,18 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--workers", default=None, type=click.IntRange(0, 64), help="Decode processes (default: CPU count).")
 @click.option("--exclude", multiple=True, help="Glob of file or folder names/paths to leave out (repeatable).")
+@click.option("--int8", is_flag=True, default=None,
+              help="Opt-in faster image encoder (dynamic int8, ~1.6x here, 1-cos ~2e-4 from fp32); first run only.")
 @json_option
-def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, as_json) -> None:
+def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, int8, as_json) -> None:
     """Index image files under PATHS: new and changed files are embedded, vanished ones removed."""
     from indexer.pipeline import IndexOptions
 
     library = Library.open(library_dir)
     with _Progress() as progress:
         summary = library.index(paths, model=model, pretrained=pretrained, exclude=exclude, reporter=progress,
-                                options=IndexOptions(batch_size=batch_size, workers=workers))
+                                options=IndexOptions(batch_size=batch_size, workers=workers),
+                                image_precision="int8" if int8 else None)
     figures = asdict(summary) | {"images_per_s": round(summary.images_per_s, 2), "library": str(library.folder)}
     if as_json:
         click.echo(json.dumps(figures))

@@ -64,6 +64,7 @@ class LibraryStatus:
     dim: int
     index: str
     text_encoder: str
+    image_precision: str
 
 
 class Library:
@@ -97,7 +98,8 @@ class Library:
     # --- indexing ---------------------------------------------------------------------------------------------
     def index(self, paths: Sequence[str], model: str | None = None, pretrained: str | None = None,
               options: "IndexOptions | None" = None, exclude: Sequence[str] = (),
-              reporter: "Reporter | None" = None) -> "IndexSummary":
+              reporter: "Reporter | None" = None, image_precision: str | None = None) -> "IndexSummary":
+        """Index image files under `paths`. `image_precision` ("fp32", or opt-in "int8") is fixed at creation."""
         from indexer.lock import writer_lock
         from indexer.model import ModelSpec
         from indexer.pipeline import IndexOptions, run_pipeline
@@ -108,11 +110,12 @@ class Library:
             if not os.path.exists(root):
                 raise SearchEngineError(f"no such file or folder: {given}")
         if not self.exists():
-            self._create(ModelSpec.resolve(model, pretrained))
+            self._create(ModelSpec.resolve(model, pretrained), image_precision or "fp32")
         self.folder.mkdir(parents=True, exist_ok=True)
         with writer_lock(self.folder / LOCK_FILE, self.notice):
             catalog = self._writable_catalog()
             self._check_model(catalog, model, pretrained)
+            self._check_precision(catalog, image_precision)
             store = self._index_store(catalog)
             store.current()  # repair a damaged or stale index before adding to it
             plan = make_plan(catalog, roots, exclude, (reporter or _Quiet()).skipped)
@@ -125,18 +128,19 @@ class Library:
             self._export_text_tower_if_missing()
         return summary
 
-    def _create(self, spec: "ModelSpec") -> None:
+    def _create(self, spec: "ModelSpec", image_precision: str) -> None:
         """Load the model first: weights that cannot be had leave no half-made library behind."""
         from indexer.lock import writer_lock
         from indexer.model import load_model
 
-        model = load_model(spec)
+        model = load_model(spec, image_precision)
         self.folder.mkdir(parents=True, exist_ok=True)
         with writer_lock(self.folder / LOCK_FILE, self.notice):
             if self.exists():
                 return  # another process created it meanwhile; the model check follows under the lock
             catalog = Catalog.create(self.catalog_path,
-                                     {"model": spec.name, "pretrained": spec.pretrained, "dim": str(model.dim)})
+                                     {"model": spec.name, "pretrained": spec.pretrained, "dim": str(model.dim),
+                                      "image_precision": image_precision})
             self._catalog, self._model = catalog, model
 
     def _check_model(self, catalog: Catalog, name: str | None, pretrained: str | None) -> None:
@@ -151,6 +155,12 @@ class Library:
             raise ModelMismatchError(
                 f"library {self.folder} uses model {mine.describe()}, not {asked.describe()}; "
                 "use another --library for another model")
+
+    def _check_precision(self, catalog: Catalog, asked: str | None) -> None:
+        mine = _precision(catalog)
+        if asked is not None and asked != mine:
+            raise ModelMismatchError(f"library {self.folder} encodes images in {mine}, not {asked}; "
+                                     "the image precision is chosen when a library is created")
 
     def _export_text_tower_if_missing(self) -> None:
         target = self.folder / TEXT_TOWER_DIR
@@ -195,7 +205,8 @@ class Library:
         images, failed = catalog.counts()
         has_tower = (self.folder / TEXT_TOWER_DIR).is_dir()
         return LibraryStatus(str(self.folder), images, failed, meta["model"], meta["pretrained"], int(meta["dim"]),
-                             meta.get("index_kind", "none"), "numpy" if has_tower else "torch")
+                             meta.get("index_kind", "none"), "numpy" if has_tower else "torch",
+                             meta.get("image_precision", "fp32"))
 
     def failures(self) -> list[tuple[str, str]]:
         return [(os.fsdecode(f.path), f.reason) for f in self._readable_catalog().failures()]
@@ -224,7 +235,8 @@ class Library:
         if self._model is None:
             from indexer.model import load_model
 
-            self._model = load_model(self._spec(self._readable_catalog()))
+            catalog = self._readable_catalog()
+            self._model = load_model(self._spec(catalog), _precision(catalog))
         return self._model
 
     def _writable_catalog(self) -> Catalog:
@@ -288,6 +300,10 @@ class Library:
             tower = self.folder / TEXT_TOWER_DIR
             self._query = QueryEncoder(tower if tower.is_dir() else None, self._loaded_model)
         return self._query
+
+
+def _precision(catalog: Catalog) -> str:
+    return catalog.meta().get("image_precision", "fp32")
 
 
 class _Quiet:

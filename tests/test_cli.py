@@ -184,3 +184,17 @@ def test_embed_json_shapes(indexed):
     assert vectors.shape == (3, 32) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
     lines = run("embed", "a cat").stdout.splitlines()
     assert len(lines) == 1 and len(json.loads(lines[0])) == 32
+
+
+def test_int8_is_opt_in_fixed_at_creation_and_close_to_fp32(indexed, isolated, tiny_model_name):
+    fp32 = json.loads(run("embed", "--image", indexed["a.jpg"], "--json").stdout)[0]["embedding"]
+    result = run("index", isolated / "photos", "--int8", ok=False)
+    assert result.exit_code != 0 and "fp32" in result.stderr and "int8" in result.stderr
+    other = isolated / "int8-library"
+    index_json(isolated / "photos", "--model", tiny_model_name, "--int8", "--library", other)
+    status = json.loads(run("status", "--json", "--library", other).stdout)
+    assert status["image_precision"] == "int8"
+    int8 = json.loads(run("embed", "--image", indexed["a.jpg"], "--json", "--library", other).stdout)[0]["embedding"]
+    assert 0.99 < float(np.dot(fp32, int8)) < 1.0
+    hits = json.loads(run("search", "--image", indexed["a.jpg"], "--json", "--library", other).stdout)
+    assert hits[0]["path"] == str(indexed["a.jpg"])
