@@ -488,7 +488,7 @@ def explore(photos: list[Path], model: Model, pixels: np.ndarray, fp32: np.ndarr
         for key, measure in measures.items():
             samples[key].append(watched(measure))
     figures: dict[str, Any] = {key: _explore_figure(v) for key, v in samples.items()}
-    figures["int8"] = int8_figures(model.net, pixels, fp32, batch, repeat)
+    figures["int8"] = int8_figures(model.net, pixels, fp32, batch, repeat)  # also in the default summary
     return figures
 
 
@@ -638,8 +638,9 @@ def main(argv: list[str] | None = None) -> dict:
     full = decode_seconds(datas[:8], lambda d: preprocess(load_rgb(d), model.cfg))
     fid = photo_set_fidelity(photos[:4 * args.n], model, reference, args.batch)
     summary = summarise(rounds, fid, full, args)
+    fp32 = encode_all(model.net, pixels, args.batch)
+    summary["int8"] = int8_figures(model.net, pixels, fp32, args.batch, args.repeat)  # for `index --int8`
     if args.explore:
-        fp32 = encode_all(model.net, pixels, args.batch)
         summary["explore"] = explore(photos[:args.n], model, pixels, fp32, args.batch, args.repeat)
     print_table(summary)
     print(json.dumps(summary))
