@@ -320,22 +320,26 @@ class Catalog:
             seq = int(conn.exec_driver_sql("SELECT value FROM meta WHERE key='seq'").scalar()) + 1
             conn.exec_driver_sql("UPDATE meta SET value=? WHERE key='seq'", (str(seq),))
             now = time.time()
+            delta = 0
             for item in batch.stored:
-                self._store(conn, item, seq, now)
+                delta += self._store(conn, item, seq, now)
             for failed in batch.failed:
                 conn.exec_driver_sql(
                     "INSERT OR REPLACE INTO failures (path, folder, size, mtime_ns, reason) VALUES (?,?,?,?,?)",
                     (failed.path, folder_of(failed.path), failed.size, failed.mtime_ns, failed.reason))
-                self._remove_path(conn, failed.path, seq)
+                delta -= self._remove_path(conn, failed.path, seq)
             for image_id in batch.removed_ids:
-                conn.exec_driver_sql("DELETE FROM images WHERE id=?", (image_id,))
+                delta -= conn.exec_driver_sql("DELETE FROM images WHERE id=?", (image_id,)).rowcount
                 conn.exec_driver_sql("INSERT OR REPLACE INTO removed (id, seq) VALUES (?, ?)", (image_id, seq))
             for path in batch.removed_failures:
                 conn.exec_driver_sql("DELETE FROM failures WHERE path=?", (path,))
+            conn.exec_driver_sql("UPDATE meta SET value=value+? WHERE key='image_count'", (delta,))
         return seq
 
     @staticmethod
-    def _store(conn: "Connection", item: StoredImage, seq: int, now: float) -> None:
+    def _store(conn: "Connection", item: StoredImage, seq: int, now: float) -> int:
+        """Insert or update; 1 when the path is new."""
+        new = conn.exec_driver_sql("SELECT 1 FROM images WHERE path=?", (item.path,)).fetchone() is None
         blob = np.ascontiguousarray(item.embedding, dtype=np.float32).tobytes()
         conn.exec_driver_sql(
             "INSERT INTO images (path, folder, size, mtime_ns, content_hash, embedding, seq, indexed_at) "
@@ -344,18 +348,26 @@ class Catalog:
             "seq=excluded.seq, indexed_at=excluded.indexed_at",
             (item.path, folder_of(item.path), item.size, item.mtime_ns, item.content_hash, blob, seq, now))
         conn.exec_driver_sql("DELETE FROM failures WHERE path=?", (item.path,))
+        return int(new)
 
     @staticmethod
-    def _remove_path(conn: "Connection", path: bytes, seq: int) -> None:
+    def _remove_path(conn: "Connection", path: bytes, seq: int) -> int:
+        """Remove an indexed path (it became unreadable); 1 when there was one."""
         row = conn.exec_driver_sql("SELECT id FROM images WHERE path=?", (path,)).fetchone()
         if row:
             conn.exec_driver_sql("DELETE FROM images WHERE id=?", (row[0],))
             conn.exec_driver_sql("INSERT OR REPLACE INTO removed (id, seq) VALUES (?, ?)", (row[0], seq))
+        return int(row is not None)
 
     # --- what queries and the vector index read ---------------------------------------------------------------
     def seq(self) -> int:
         with self.read() as conn:
             return int(conn.exec_driver_sql("SELECT value FROM meta WHERE key='seq'").scalar())
+
+    def image_count(self) -> int:
+        """Indexed images, from the count every write keeps (no table scan)."""
+        with self.read() as conn:
+            return int(conn.exec_driver_sql("SELECT value FROM meta WHERE key='image_count'").scalar())
 
     def counts(self) -> tuple[int, int]:
         """(indexed images, failed files)."""
@@ -402,14 +414,15 @@ class Catalog:
             count = int(conn.exec_driver_sql("SELECT count(*) FROM images WHERE seq>?", (since_seq,)).scalar())
             ids = np.empty(count, dtype=np.int64)
             vectors = np.empty((count, dim), dtype=np.float32)
-            result = conn.exec_driver_sql("SELECT id, embedding FROM images WHERE seq>? ORDER BY id", (since_seq,))
+            # No ORDER BY: it makes SQLite walk the whole table by rowid instead of the seq index.
+            result = conn.exec_driver_sql("SELECT id, embedding FROM images WHERE seq>?", (since_seq,))
             done = 0
             while rows := result.fetchmany(chunk):
                 n = len(rows)
                 ids[done:done + n] = [r[0] for r in rows]
                 vectors[done:done + n] = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(n, dim)
                 done += n
-            total = int(conn.exec_driver_sql("SELECT count(*) FROM images").scalar())
+            total = int(conn.exec_driver_sql("SELECT value FROM meta WHERE key='image_count'").scalar())
         removed_ids = np.fromiter((r[0] for r in removed), dtype=np.int64, count=len(removed))
         return Changes(seq, removed_ids, ids[:done], vectors[:done], total)
 

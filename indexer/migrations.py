@@ -47,6 +47,12 @@ def m001_initial(conn: "Connection") -> None:
     conn.exec_driver_sql("INSERT INTO meta (key, value) VALUES ('seq', '0')")
 
 
+def m002_image_count(conn: "Connection") -> None:
+    # Kept by every write transaction, so a query never counts a million rows to check the vector index.
+    conn.exec_driver_sql("INSERT INTO meta (key, value) SELECT 'image_count', count(*) FROM images")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", m001_initial),
+    ("002_image_count", m002_image_count),
 ]

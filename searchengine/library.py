@@ -178,7 +178,7 @@ class Library:
         if limit < 1:
             raise QueryError("--limit must be at least 1")
         catalog = self._readable_catalog()
-        if catalog.counts()[0] == 0:
+        if catalog.image_count() == 0:
             raise QueryError(f"library {self.folder} has no images yet; run `searchengine index FOLDER` first")
         query = self._query_encoder().texts([text]) if text is not None else \
             self._query_encoder().image_file(image, catalog)
@@ -191,7 +191,7 @@ class Library:
         if exact:
             scores, ids = _exact_search(catalog, query, dim, limit)
         else:
-            index = self._readable_store().current()
+            index = self._readable_index()
             scores, ids = index.search(query, limit, rerank=lambda wanted: catalog.vectors_for(wanted, dim))
         paths = catalog.paths_for([int(i) for i in ids[0] if i >= 0])
         hits = [SearchHit(os.fsdecode(paths[int(i)]), float(s), int(i))
@@ -262,13 +262,15 @@ class Library:
                                      writer_active=lambda: not catalog.writable and self._writer_active())
         return self._store
 
-    def _readable_store(self):
+    def _readable_index(self):
+        """The index as of the latest commit; a reader that had to repair it saves it when no writer runs."""
         store = self._index_store(self._readable_catalog())
         before = store.index.seq if store.index is not None else None
         index = store.current()
         if index.seq != before and index.seq != store.saved_seq:
             self._save_if_no_writer(store)
-        return store
+            index = store.current()
+        return index
 
     def _writer_active(self) -> bool:
         from indexer.lock import try_writer_lock

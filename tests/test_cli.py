@@ -198,3 +198,17 @@ def test_int8_is_opt_in_fixed_at_creation_and_close_to_fp32(indexed, isolated, t
     assert 0.99 < float(np.dot(fp32, int8)) < 1.0
     hits = json.loads(run("search", "--image", indexed["a.jpg"], "--json", "--library", other).stdout)
     assert hits[0]["path"] == str(indexed["a.jpg"])
+
+
+def test_kept_image_count_matches_the_rows(indexed, isolated):
+    import sqlite3
+
+    folder = isolated / "photos"
+    photo(77).save(folder / "extra.png")
+    indexed["b.JPEG"].unlink()
+    (folder / "c.png").write_text("now broken")
+    index_json(folder)
+    conn = sqlite3.connect(isolated / "library" / "catalog.sqlite")
+    rows = conn.execute("SELECT count(*) FROM images").fetchone()[0]
+    kept = int(conn.execute("SELECT value FROM meta WHERE key='image_count'").fetchone()[0])
+    assert kept == rows == len(GOOD) - 1
