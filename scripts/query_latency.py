@@ -21,15 +21,25 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-WORDS = ("dog cat beach mountain city night car bicycle child birthday cake snow forest river boat "
-         "sunset flower garden kitchen portrait dinner street market train bridge castle").split()
+SUBJECTS = ("dog cat child horse bicycle car boat train bird woman man family cake tree house "
+            "castle bridge tent kite balloon").split()
+ACTIONS = ("running sleeping playing standing sitting jumping parked floating flying walking "
+           "smiling hiding").split()
+PLACES = ("on a beach", "in the snow", "in a forest", "at night", "in the city", "by a river", "at sunset",
+          "in a kitchen", "on a mountain", "in the rain", "at a birthday party", "in a garden", "on a street",
+          "under a bridge", "in the fog", "at the market")
 
 
 def query_texts(count: int, seed: int) -> list[str]:
-    """Distinct, plausible queries: no two runs share a text, so no cache can help."""
+    """Distinct queries shaped like what people type ("a dog running on a beach"): no two the same,
+    so no cache can help; 5-9 words, as photo searches are."""
     rng = np.random.default_rng(seed)
-    return [f"a photo of a {' and a '.join(rng.choice(WORDS, 2, replace=False))} number {seed}-{i}"
-            for i in range(count)]
+    texts: list[str] = []
+    while len(texts) < count:
+        text = f"a {rng.choice(SUBJECTS)} {rng.choice(ACTIONS)} {rng.choice(PLACES)}"
+        if text not in texts:
+            texts.append(text)
+    return texts
 
 
 def make_library(work: Path, images: int) -> tuple[Path, Path]:
