@@ -242,7 +242,10 @@ class Catalog:
                 applied = {r[0] for r in conn.exec_driver_sql("SELECT name FROM migrations")} if has else set()
         pending = [(n, m) for n, m in MIGRATIONS if n not in applied]
         if pending and not writable:
-            raise CatalogError(f"catalog {self.path} needs an upgrade: run `searchengine index` once")
+            if not os.stat(self.path).st_mode & 0o222:
+                raise CatalogError(f"catalog {self.path} needs an upgrade but is read-only (left untouched)")
+            Catalog.open(self.path, writable=True).close()  # a reader upgrades too: each step is one transaction
+            return
         for name, migrate in pending:
             with self.write() as conn:
                 conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL)")

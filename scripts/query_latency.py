@@ -47,7 +47,7 @@ def make_library(work: Path, images: int) -> tuple[Path, Path]:
     from images import photo
     from random_model import build_random_model
 
-    library, photos = work / f"query-library-{images}", work / "query-photos"
+    library, photos = work / f"query-library-{images}", work / f"query-photos-{images}"
     if (library / "catalog.sqlite").exists():
         return library, photos / "p0.jpg"
     model = build_random_model(work / "random-vit-b-32")
