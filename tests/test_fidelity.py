@@ -50,7 +50,7 @@ def test_image_embeddings_match_open_clip_for_every_format(isolated, tiny_model_
 
 
 def test_text_embeddings_match_open_clip(isolated, tiny_model_name, reference):
-    photos = make_library_folder(isolated / "photos", bad=False)
+    make_library_folder(isolated / "photos", bad=False)
     CliRunner().invoke(main, ["index", str(isolated / "photos"), "--model", tiny_model_name], catch_exceptions=False)
     model, _, tokenizer = reference
     for text in ["a dog running on a beach", "Ünïcödé — 東京の夜景 🌃", "", "x " * 100]:
