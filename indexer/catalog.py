@@ -190,14 +190,16 @@ class Catalog:
         exists = path.exists()
         if not exists and not create:
             raise CatalogError(f"no catalog at {path}")
+        applied: list[str] = []
         if exists:
             check_sqlite_file(path)
             if writable and not os.stat(path).st_mode & 0o222:
                 raise CatalogError(f"catalog {path} is read-only (left untouched)")
-            _check_schema(path, _applied_migrations(path))
+            applied = _applied_migrations(path)
+            _check_schema(path, applied)
         catalog = cls(path, writable or create, create and not exists)
         try:
-            catalog._migrate(writable or create)
+            catalog._migrate(writable or create, set(applied))
         except CatalogError:
             catalog.close()
             raise
@@ -234,12 +236,8 @@ class Catalog:
             self._reader.close()
             self._reader = None
 
-    def _migrate(self, writable: bool) -> None:
-        applied: set[str] = set()
-        if self.path.exists() and self.path.stat().st_size:
-            with self.read() as conn:
-                has = conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name='migrations'").fetchone()
-                applied = {r[0] for r in conn.exec_driver_sql("SELECT name FROM migrations")} if has else set()
+    def _migrate(self, writable: bool, applied: set[str]) -> None:
+        """Apply the steps not in `applied` (read by `open` through its read-only check)."""
         pending = [(n, m) for n, m in MIGRATIONS if n not in applied]
         if pending and not writable:
             if not os.stat(self.path).st_mode & 0o222:

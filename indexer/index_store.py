@@ -62,11 +62,11 @@ class IndexStore:
             if recorded is not None or self.path.exists():
                 self.notice(f"{exc}; rebuilding it from the catalog")
             return self._build()
-        if index.dim != self.dim or index.seq > self.catalog.seq():
+        catalog_seq = self.catalog.seq()
+        if index.dim != self.dim or index.seq > catalog_seq:
             self.notice(f"vector index {self.path} does not match the catalog; rebuilding it from the catalog")
             return self._build()
         self.saved_seq = index.seq
-        catalog_seq = self.catalog.seq()
         if index.seq < catalog_seq and not self.writer_active():
             self.notice(f"vector index {self.path} is behind the catalog (state {index.seq} < {catalog_seq}); "
                         "catching up from the catalog")

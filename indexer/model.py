@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from indexer.cpu import usable_cores
 from indexer.errors import ModelError, WeightsUnavailableError
 from indexer.imaging import PreprocessConfig
 
@@ -99,7 +100,7 @@ def load_model(spec: ModelSpec, image_precision: str = "fp32") -> ClipModel:
     import open_clip  # noqa: F401  (slow import, kept off paths that do not encode)
     import torch
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(usable_cores())
     model, preprocess = _create(spec)
     model.eval()
     if image_precision == "int8":

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from indexer.clip_tokenizer import ClipTokenizer
+from indexer.cpu import usable_cores
 
 FORMAT = "searchengine-clip-text-numpy"
 FORMAT_VERSION = 1
@@ -259,14 +259,7 @@ def _matmul(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return np.concatenate([x @ weight[:, :half], other.result()], axis=1)
 
 
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-_THREADS = _cpu_count()
+_THREADS = usable_cores()
 
 
 def _one_blas_thread():

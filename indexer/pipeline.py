@@ -5,7 +5,6 @@ A batch is committed in one transaction: a crash loses at most the batch in flig
 from __future__ import annotations
 
 import multiprocessing
-import os
 import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -15,6 +14,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 import numpy as np
 
 from indexer.catalog import BatchWrite, Catalog, FailedFile, StoredImage
+from indexer.cpu import usable_cores
 from indexer.imaging import PreprocessConfig
 from indexer.plan import Plan, Task
 from indexer.prepare import Prepared, Preparer, init_worker, prepare_in_worker
@@ -58,7 +58,7 @@ class IndexSummary:
 
 
 def default_workers() -> int:
-    return max(1, os.cpu_count() or 1)
+    return usable_cores()
 
 
 def run_pipeline(catalog: Catalog, plan: Plan, encoder: Callable[[], Encoder], options: IndexOptions,

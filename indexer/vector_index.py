@@ -29,6 +29,7 @@ from typing import Callable, Iterator
 import faiss
 import numpy as np
 
+from indexer.cpu import usable_cores
 from indexer.durable import fsync_dir
 from indexer.errors import IndexFileError
 
@@ -60,16 +61,7 @@ MISSING_SCORE = -np.inf
 SMALL_BATCH = 20
 
 Rerank = Callable[[np.ndarray], np.ndarray]
-
-
-def _cpu_count() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
-
-
-THREADS = _cpu_count()
+THREADS = usable_cores()
 faiss.omp_set_num_threads(THREADS)
 
 

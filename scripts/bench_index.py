@@ -38,11 +38,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from indexer.cpu import usable_cores  # noqa: E402
 from indexer.imaging import PreprocessConfig, decode_and_preprocess, load_rgb, preprocess  # noqa: E402
 
 PHOTO_SIZE = (4000, 3000)
 ORIENTATION_BY_INDEX_MOD_5 = {1: 6, 2: 8, 3: 3}  # the rest are upright with no tag
-CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+CORES = usable_cores()
 
 
 # ---------------------------------------------------------------- photos and model

@@ -105,6 +105,7 @@ class Library:
         from indexer.pipeline import IndexOptions, run_pipeline
         from indexer.plan import make_plan
 
+        reporter = reporter or _Quiet()
         roots = [absolute(p) for p in paths]
         for root, given in zip(roots, paths):
             if not os.path.exists(root):
@@ -118,10 +119,10 @@ class Library:
             self._check_precision(catalog, image_precision)
             store = self._index_store(catalog)
             store.current()  # repair a damaged or stale index before adding to it
-            plan = make_plan(catalog, roots, exclude, (reporter or _Quiet()).skipped)
+            plan = make_plan(catalog, roots, exclude, reporter.skipped)
             try:
                 summary = run_pipeline(catalog, plan, self._loaded_model, options or IndexOptions(),
-                                       reporter or _Quiet(), lambda: store.save_every(INDEX_SAVE_SECONDS))
+                                       reporter, lambda: store.save_every(INDEX_SAVE_SECONDS))
             finally:
                 plan.close()
             store.save()
@@ -269,7 +270,7 @@ class Library:
         index = store.current()
         if index.seq != before and index.seq != store.saved_seq:
             self._save_if_no_writer(store)
-            index = store.current()
+            index = store.index  # save() brought it up to date (or, refused, left it as it was)
         return index
 
     def _writer_active(self) -> bool:
