@@ -1,17 +1,18 @@
 """Worker side of an index run: read a file once, hash those bytes, reuse a known embedding or decode.
 
-Runs in worker processes; it imports neither torch nor SQLAlchemy (a plain read-only sqlite3 connection suffices).
+Runs in worker processes; it imports neither torch nor SQLAlchemy (catalog reads use stdlib sqlite3).
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 import stat
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from indexer.catalog import Catalog
 from indexer.imaging import ImageDecodeError, PreprocessConfig, decode_and_preprocess
 from indexer.plan import Task
 
@@ -38,7 +39,7 @@ class Preparer:
     def __init__(self, catalog_path: str, cfg: PreprocessConfig):
         self.cfg = cfg
         self.catalog_path = catalog_path
-        self._conn: sqlite3.Connection | None = None
+        self._catalog: Catalog | None = None
 
     def __call__(self, task: Task) -> Prepared:
         try:
@@ -53,7 +54,7 @@ class Preparer:
         if not data:
             result.error = "empty file"
             return result
-        result.embedding = self._known_embedding(result.content_hash)
+        result.embedding = self._read_only_catalog().embedding_by_hash(result.content_hash)
         if result.embedding is None:
             try:
                 result.pixels = decode_and_preprocess(data, self.cfg)
@@ -61,11 +62,10 @@ class Preparer:
                 result.error = str(exc)
         return result
 
-    def _known_embedding(self, content_hash: bytes) -> np.ndarray | None:
-        if self._conn is None:
-            self._conn = sqlite3.connect(f"file:{self.catalog_path}?mode=ro", uri=True, timeout=60)
-        row = self._conn.execute("SELECT embedding FROM images WHERE content_hash=? LIMIT 1", (content_hash,)).fetchone()
-        return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
+    def _read_only_catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = Catalog.open(Path(self.catalog_path), writable=False)
+        return self._catalog
 
 
 def read_file(path: bytes) -> tuple[bytes, int, int]:
