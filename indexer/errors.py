@@ -36,3 +36,7 @@ class IndexFileError(SearchEngineError):
 
 class QueryError(SearchEngineError):
     """The query cannot be answered (no text or image, unreadable query image, empty library...)."""
+
+
+class ImageNotFoundError(SearchEngineError):
+    """No indexed image has this id (or its file is gone or changed since indexing)."""

@@ -12,6 +12,7 @@ import functools
 import io
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
@@ -207,9 +208,15 @@ def _normalise(pixels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ..
     return np.ascontiguousarray(np.stack([lut[c][pixels[:, :, c]] for c in range(3)]))
 
 
-def decode_and_preprocess(data: bytes, cfg: PreprocessConfig) -> np.ndarray:
-    """Bytes to the model's input array; raises ImageDecodeError with a one-line reason."""
+def decode_and_preprocess(data: bytes, cfg: PreprocessConfig,
+                          on_decoded: Callable[[ModelImage], None] | None = None) -> np.ndarray:
+    """Bytes to the model's input array; raises ImageDecodeError with a one-line reason.
+
+    `on_decoded` sees the decoded image first (index makes its thumbnail from it: no second decode).
+    """
     decoded = load_for_model(data, cfg)
+    if on_decoded is not None:
+        on_decoded(decoded)
     try:
         return preprocess_model_image(decoded, cfg)
     except Exception as exc:

@@ -52,7 +52,14 @@ def m002_image_count(conn: "Connection") -> None:
     conn.exec_driver_sql("INSERT INTO meta (key, value) SELECT 'image_count', count(*) FROM images")
 
 
+def m003_index_roots(conn: "Connection") -> None:
+    # The folders (and excludes) `index` was given, so `index` without PATH and `serve --watch` can redo them.
+    conn.exec_driver_sql(
+        "CREATE TABLE index_roots (root BLOB PRIMARY KEY, exclude TEXT NOT NULL, indexed_at REAL NOT NULL)")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", m001_initial),
     ("002_image_count", m002_image_count),
+    ("003_index_roots", m003_index_roots),
 ]

@@ -9,12 +9,14 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from indexer.catalog import Catalog
-from indexer.imaging import ImageDecodeError, PreprocessConfig, decode_and_preprocess
+from indexer.imaging import ImageDecodeError, ModelImage, PreprocessConfig, decode_and_preprocess
 from indexer.plan import Task
+from indexer.thumbnails import store_thumbnail
 
 MAX_FILE_BYTES = 1 << 30  # larger than any photo; refuse rather than hold it in memory
 
@@ -57,10 +59,19 @@ class Preparer:
         result.embedding = self._read_only_catalog().embedding_by_hash(result.content_hash)
         if result.embedding is None:
             try:
-                result.pixels = decode_and_preprocess(data, self.cfg)
+                result.pixels = decode_and_preprocess(data, self.cfg, self._thumbnail(result.content_hash))
             except ImageDecodeError as exc:
                 result.error = str(exc)
         return result
+
+    def _thumbnail(self, content_hash: bytes) -> Callable[[ModelImage], None]:
+        def store(decoded: ModelImage) -> None:
+            try:
+                store_thumbnail(Path(self.catalog_path).parent, content_hash, decoded)
+            except Exception:  # noqa: BLE001 - a thumbnail never fails an index run
+                pass  # a cache: the server makes a missing thumbnail on first request
+
+        return store
 
     def _read_only_catalog(self) -> Catalog:
         if self._catalog is None:

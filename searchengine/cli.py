@@ -72,7 +72,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 @main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, required=False, type=click.Path())
 @library_option
 @click.option("--model", default=None, help="open_clip model name, hf-hub:ORG/REPO or local-dir:PATH (first run only).")
 @click.option("--pretrained", default=None, help="Pretrained tag or checkpoint file (first run only).")
@@ -83,14 +83,20 @@ def main(ctx: click.Context, debug: bool) -> None:
               help="Opt-in faster image encoder (dynamic int8, ~1.6x here, 1-cos ~2e-4 from fp32); first run only.")
 @json_option
 def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, int8, as_json) -> None:
-    """Index image files under PATHS: new and changed files are embedded, vanished ones removed."""
+    """Index image files under PATHS (none: the folders earlier runs were given): new and changed files are
+    embedded, vanished ones removed."""
     from indexer.pipeline import IndexOptions
 
     library = Library.open(library_dir)
+    options = IndexOptions(batch_size=batch_size, workers=workers)
     with _Progress() as progress:
-        summary = library.index(paths, model=model, pretrained=pretrained, exclude=exclude, reporter=progress,
-                                options=IndexOptions(batch_size=batch_size, workers=workers),
-                                image_precision="int8" if int8 else None)
+        if not paths:
+            if exclude or model or pretrained or int8:
+                raise click.UsageError("--exclude, --model, --pretrained and --int8 need PATHs")
+            summary = library.reindex(options=options, reporter=progress)
+        else:
+            summary = library.index(paths, model=model, pretrained=pretrained, exclude=exclude, reporter=progress,
+                                    options=options, image_precision="int8" if int8 else None)
     figures = asdict(summary) | {"images_per_s": round(summary.images_per_s, 2), "library": str(library.folder)}
     if as_json:
         click.echo(json.dumps(figures))
@@ -161,6 +167,27 @@ def embed(text, images, model, pretrained, library_dir, as_json) -> None:
         return
     for vector in vectors:
         click.echo(json.dumps(vector.tolist()))
+
+
+@main.command()
+@library_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback requires a token.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="0: any free port.")
+@click.option("--token", default=None, help="Access token (default: $SEARCHENGINE_TOKEN; generated off loopback).")
+@click.option("--max-upload-mb", default=20, show_default=True, type=click.IntRange(1, 1024),
+              help="Largest image accepted for search by image.")
+@click.option("--watch", is_flag=True, help="Re-index the library's folders when files change.")
+def serve(library_dir, host, port, token, max_upload_mb, watch) -> None:
+    """Serve the web app and JSON API until Ctrl-C (prints the URL to open)."""
+    from searchengine.server.run import ServeOptions
+    from searchengine.server.run import serve as run_server
+
+    def announce(line: str) -> None:
+        click.echo(line)
+        sys.stdout.flush()
+
+    run_server(Library.open(library_dir), ServeOptions(host, port, token, max_upload_mb, watch), announce)
 
 
 def _write_line(data: bytes) -> None:

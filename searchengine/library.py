@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from indexer.catalog import Catalog
-from indexer.errors import LibraryNotFoundError, ModelMismatchError, QueryError, SearchEngineError
+from indexer.catalog_images import ImageRow, IndexRoot, embedding_of, image_row, index_roots, remember_roots
+from indexer.errors import (ImageNotFoundError, LibraryNotFoundError, ModelMismatchError, QueryError,
+                            SearchEngineError)
 from indexer.scan import absolute
 
 if TYPE_CHECKING:
@@ -127,7 +129,31 @@ class Library:
                 plan.close()
             store.save()
             self._export_text_tower_if_missing()
+            remember_roots(catalog, roots, list(exclude))
         return summary
+
+    def remembered_roots(self) -> list[IndexRoot]:
+        """The folders (with their excludes) earlier `index` runs were given."""
+        return index_roots(self._readable_catalog())
+
+    def reindex(self, options: "IndexOptions | None" = None, reporter: "Reporter | None" = None) -> "IndexSummary":
+        """`index` again over every remembered root, each with the excludes it was last given."""
+        from indexer.pipeline import IndexSummary
+
+        groups: dict[tuple[str, ...], list[bytes]] = {}
+        for item in self.remembered_roots():
+            if os.path.exists(item.root):
+                groups.setdefault(tuple(item.exclude), []).append(item.root)
+        if not groups:
+            raise SearchEngineError(f"library {self.folder} remembers no folder that still exists; "
+                                    "give the folders to index")
+        total = IndexSummary()
+        for exclude, roots in groups.items():
+            summary = self.index([os.fsdecode(r) for r in roots], options=options, exclude=exclude,
+                                 reporter=reporter)
+            for name in ("added", "updated", "removed", "unchanged", "failed", "reused", "encoded", "seconds"):
+                setattr(total, name, getattr(total, name) + getattr(summary, name))
+        return total
 
     def _create(self, spec: "ModelSpec", image_precision: str) -> None:
         """Load the model first: weights that cannot be had leave no half-made library behind."""
@@ -173,7 +199,8 @@ class Library:
 
     # --- searching --------------------------------------------------------------------------------------------
     def search(self, text: str | None = None, image: str | None = None, limit: int = 20,
-               exact: bool = False) -> list[SearchHit]:
+               exact: bool = False, offset: int = 0) -> list[SearchHit]:
+        """Best first; `offset` skips that many of the best (a page: the same order as a longer limit)."""
         if (text is None) == (image is None):
             raise QueryError("give either a text or an image to search for")
         if limit < 1:
@@ -183,7 +210,25 @@ class Library:
             raise QueryError(f"library {self.folder} has no images yet; run `searchengine index FOLDER` first")
         query = self._query_encoder().texts([text]) if text is not None else \
             self._query_encoder().image_file(image, catalog)
-        return self.search_vector(query[0], limit, exact)
+        return self.search_vector(query[0], limit + offset, exact)[offset:]
+
+    def similar(self, image_id: int, limit: int = 20, offset: int = 0, exact: bool = False) -> list[SearchHit]:
+        """Images like the indexed image `image_id`, from its stored embedding ("more like this")."""
+        vector = embedding_of(self._readable_catalog(), image_id)
+        if vector is None:
+            raise ImageNotFoundError(f"no image with id {image_id} in the library")
+        return self.search_vector(vector, limit + offset, exact)[offset:]
+
+    def image_vector(self, data: bytes) -> np.ndarray:
+        """The query vector of an image's bytes: the stored embedding for known content, else encoded."""
+        return self._query_encoder().image_bytes(data, self._readable_catalog())[0]
+
+    def text_vector(self, text: str) -> np.ndarray:
+        return self._query_encoder().texts([text])[0]
+
+    def image(self, image_id: int) -> ImageRow | None:
+        """The catalog's record of one image (path, size, mtime, hash, indexed-at and any metadata columns)."""
+        return image_row(self._readable_catalog(), image_id)
 
     def search_vector(self, vector: np.ndarray, limit: int = 20, exact: bool = False) -> list[SearchHit]:
         catalog = self._readable_catalog()

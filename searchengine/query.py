@@ -50,6 +50,23 @@ class QueryEncoder:
                 return stored[0][None, :]
         return self.image_files([path])
 
+    def image_bytes(self, data: bytes, catalog: Catalog | None) -> np.ndarray:
+        """An image given as bytes (an upload): the stored embedding when its content is indexed, else encoded."""
+        import hashlib
+
+        if catalog is not None:
+            stored = catalog.embedding_by_hash(hashlib.blake2b(data, digest_size=16).digest())
+            if stored is not None:
+                return stored[None, :]
+        from indexer.imaging import ImageDecodeError, decode_and_preprocess
+
+        model = self.model()
+        try:
+            pixels = decode_and_preprocess(data, model.preprocess_cfg)
+        except ImageDecodeError as exc:
+            raise QueryError(f"cannot use image: {exc}") from None
+        return model.encode_pixels(pixels[None])
+
     def image_files(self, paths: Sequence[str]) -> np.ndarray:
         model = self.model()
         pixels = [_pixels(p, model) for p in paths]

@@ -1,0 +1,1 @@
+"""`searchengine serve`: the local web app and JSON API."""
