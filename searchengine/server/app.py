@@ -124,8 +124,11 @@ def _errors(app: FastAPI) -> None:
         return _error(400, f"bad {where}: {first.get('msg', 'invalid value')}")
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
-        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:  # Starlette names only the first route's methods; a path may have several
+            headers = {"Allow": ", ".join(sorted(_methods_for(request)))}
+        return _error(exc.status_code, str(exc.detail), headers)
 
     @app.exception_handler(ImageNotFoundError)
     async def not_found(_request: Request, exc: ImageNotFoundError) -> Response:
@@ -144,6 +147,17 @@ def _errors(app: FastAPI) -> None:
         return _error(503, f"library unavailable: {exc}")
 
 
+def _methods_for(request: Request) -> set[str]:
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return methods
+
+
 LIMIT = Query(50, ge=1, le=MAX_LIMIT, description="results per page")
 OFFSET = Query(0, ge=0, le=MAX_OFFSET, description="results to skip")
 
@@ -159,7 +173,7 @@ def _api(app: FastAPI, backend: Backend, config: ServerConfig) -> None:
         return asdict(backend.watch)
 
     @app.get("/api/search", response_model=Results, responses=error_responses())
-    def search_text(q: str = Query(min_length=1, max_length=2000, description="what to look for"),
+    def search_text(q: str = Query(min_length=1, max_length=2000, pattern=r"\S", description="what to look for"),
                     limit: int = LIMIT, offset: int = OFFSET) -> dict:
         if not q.strip():
             raise QueryError("the query text is empty")

@@ -23,6 +23,7 @@ UPLOAD_SCHEMA = {
         "content": {"multipart/form-data": {"schema": {
             "type": "object",
             "required": ["image"],
+            "additionalProperties": False,
             "properties": {
                 "image": {"type": "string", "format": "binary", "description": "any image file"},
                 "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50},
@@ -61,6 +62,9 @@ async def read_upload(request: Request, max_bytes: int) -> Upload:
     except MultiPartException as exc:
         raise UploadError(400, f"bad multipart body: {exc.message}") from None
     try:
+        unknown = sorted(set(form.keys()) - {"image", "limit", "offset"})
+        if unknown:
+            raise UploadError(400, f"unknown form field {unknown[0][:40]!r} (expected image, limit, offset)")
         image = form.get("image")
         if not isinstance(image, UploadFile):
             raise UploadError(400, "no file in the `image` field")
