@@ -42,6 +42,8 @@ class Preparer:
         self.cfg = cfg
         self.catalog_path = catalog_path
         self._catalog: Catalog | None = None
+        # SEARCHENGINE_THUMBNAILS=0 leaves thumbnails to the server's first request (and lets benchmarks compare).
+        self.thumbnails = os.environ.get("SEARCHENGINE_THUMBNAILS", "1") != "0"
 
     def __call__(self, task: Task) -> Prepared:
         try:
@@ -59,7 +61,8 @@ class Preparer:
         result.embedding = self._read_only_catalog().embedding_by_hash(result.content_hash)
         if result.embedding is None:
             try:
-                result.pixels = decode_and_preprocess(data, self.cfg, self._thumbnail(result.content_hash))
+                on_decoded = self._thumbnail(result.content_hash) if self.thumbnails else None
+                result.pixels = decode_and_preprocess(data, self.cfg, on_decoded)
             except ImageDecodeError as exc:
                 result.error = str(exc)
         return result

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from indexer.catalog import Catalog
-from indexer.catalog_images import ImageRow, IndexRoot, embedding_of, image_row, index_roots, remember_roots
+from indexer.catalog_images import (ImageRow, IndexRoot, embedding_of, image_row, image_rows, index_roots,
+                                    remember_roots)
 from indexer.errors import (ImageNotFoundError, LibraryNotFoundError, ModelMismatchError, QueryError,
                             SearchEngineError)
 from indexer.scan import absolute
@@ -229,6 +230,10 @@ class Library:
     def image(self, image_id: int) -> ImageRow | None:
         """The catalog's record of one image (path, size, mtime, hash, indexed-at and any metadata columns)."""
         return image_row(self._readable_catalog(), image_id)
+
+    def images(self, ids: list[int]) -> dict[int, ImageRow]:
+        """Records of several images at once, by id (ids no longer indexed are left out)."""
+        return image_rows(self._readable_catalog(), ids)
 
     def search_vector(self, vector: np.ndarray, limit: int = 20, exact: bool = False) -> list[SearchHit]:
         catalog = self._readable_catalog()

@@ -72,7 +72,7 @@ class Backend:
 
     def hits(self, found: list[SearchHit]) -> dict:
         with self.read_lock:
-            rows = {h.id: self.library.image(h.id) for h in found}
+            rows = self.library.images([h.id for h in found])
         return {"results": [_hit(h, rows[h.id], self.dims) for h in found if rows.get(h.id) is not None]}
 
     def search_vector(self, vector, limit: int, offset: int) -> dict:

@@ -1,0 +1,275 @@
+"""Benchmark `searchengine serve`: latency through HTTP, load while indexing, first page in a real browser,
+and indexing throughput with thumbnails against without. The last line printed is one JSON object.
+
+- warm text query (limit 50, distinct texts), `similar`, cached thumbnail: p50/p95 over keep-alive HTTP, on a
+  ViT-B-32 library grown to --images with synthetic embeddings (as bench_search does: query cost does not
+  depend on where the vectors came from);
+- --clients concurrent clients for --seconds (text / similar / thumbnail mix) while `searchengine index`
+  adds --add photos to the same library: errors, p50/p95, and whether every added photo is found by the end;
+- first page in Chromium (Playwright, /usr/bin/chromium): text query to 50 thumbnails decoded, on a library of
+  --browser-images real photos indexed with the same model;
+- `index` throughput with thumbnails / without (SEARCHENGINE_THUMBNAILS=0), bench_index's steady-state
+  measure (4N - N images), runs interleaved to share the noise.
+
+    .venv/bin/python scripts/bench_serve.py [--images 100000] [--seconds 60] [--browser-images 2000] [--n 24]
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from query_latency import make_library, query_texts  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+class Server:
+    """`searchengine serve --port 0` on a library, stopped with Ctrl-C."""
+
+    def __init__(self, library: Path):
+        self.library = library
+        env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen([sys.executable, "-m", "searchengine", "serve", "--library", str(library),
+                                      "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=env)
+        line = self.proc.stdout.readline()
+        found = re.search(r"http://localhost:(\d+)/", line)
+        if not found:
+            raise RuntimeError(f"serve did not start: {line} {self.proc.stderr.read()}")
+        self.port = int(found.group(1))
+        self.url = f"http://localhost:{self.port}/"
+
+    def connection(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("localhost", self.port, timeout=60)
+
+    def stop(self) -> None:
+        self.proc.send_signal(2)
+        self.proc.wait(60)
+
+
+def get(conn: http.client.HTTPConnection, path: str) -> tuple[int, bytes]:
+    conn.request("GET", path)
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def timed(conn, path: str) -> float:
+    started = time.perf_counter()
+    status, _ = get(conn, path)
+    if status != 200:
+        raise RuntimeError(f"{path}: HTTP {status}")
+    return (time.perf_counter() - started) * 1000
+
+
+def percentiles(times: list[float]) -> dict:
+    times = sorted(times)
+    return {"p50_ms": round(times[len(times) // 2], 2), "p95_ms": round(times[int(len(times) * 0.95)], 2),
+            "n": len(times)}
+
+
+def latencies(server: Server, queries: int) -> dict:
+    conn = server.connection()
+    first = json.loads(get(conn, "/api/search?q=warm-up&limit=50")[1])["results"]
+    texts = query_texts(queries, seed=int(time.time()))
+    text = [timed(conn, f"/api/search?q={t.replace(' ', '%20')}&limit=50") for t in texts]
+    ids = [h["id"] for h in first]
+    similar = [timed(conn, f"/api/images/{ids[k % len(ids)]}/similar?limit=50") for k in range(queries)]
+    real = real_thumbnails(conn)
+    for url in real:
+        get(conn, url)  # made (or found) once: the figure is for cached ones
+    thumbs = [timed(conn, real[k % len(real)]) for k in range(queries * 4)]
+    conn.close()
+    return {"text": percentiles(text), "similar": percentiles(similar), "thumbnail": percentiles(thumbs),
+            "in_process_text": in_process(server.library, texts)}
+
+
+def in_process(library: Path, texts: list[str]) -> dict:
+    """The same text queries through the Python API in this process: what HTTP adds is the difference."""
+    from searchengine.library import Library
+
+    lib = Library.open(library)
+    lib.search(text="warm-up", limit=50)
+    times = []
+    for text in texts:
+        started = time.perf_counter()
+        lib.search(text=text, limit=50)
+        times.append((time.perf_counter() - started) * 1000)
+    return percentiles(times)
+
+
+def real_thumbnails(conn) -> list[str]:
+    """Thumbnail URLs of the library's real photos (the first ids; the synthetic rows have no files)."""
+    urls = []
+    for image_id in range(1, 40):
+        status, body = get(conn, f"/api/images/{image_id}")
+        if status == 200:
+            urls.append(json.loads(body)["thumbnail"])
+    return urls
+
+
+def load_while_indexing(server: Server, library: Path, work: Path, clients: int, seconds: float, add: int) -> dict:
+    from images_for_bench import write_photos
+
+    folder = work / f"added-{int(time.time())}"
+    added = write_photos(folder, add, seed=int(time.time()) % 10000)
+    conn = server.connection()
+    ids = [h["id"] for h in json.loads(get(conn, "/api/search?q=a&limit=50")[1])["results"]]
+    thumbs = real_thumbnails(conn)
+    before = json.loads(get(conn, "/api/status")[1])["images"]
+    texts = query_texts(2000, seed=11)
+    times: list[float] = []
+    errors: list[str] = []
+    stop = time.monotonic() + seconds
+
+    def client(k: int) -> None:
+        c = server.connection()
+        n = 0
+        while time.monotonic() < stop:
+            kind = (k + n) % 3
+            path = (f"/api/search?q={texts[(k * 97 + n) % len(texts)].replace(' ', '%20')}&limit=50" if kind == 0
+                    else f"/api/images/{ids[n % len(ids)]}/similar?limit=50" if kind == 1 else thumbs[n % len(thumbs)])
+            try:
+                times.append(timed(c, path))
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                errors.append(f"{path}: {exc}")
+                c.close()
+                c = server.connection()
+            n += 1
+        c.close()
+
+    indexer = subprocess.Popen([sys.executable, "-m", "searchengine", "index", str(folder), "--library", str(library),
+                                "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT)))
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out, err = indexer.communicate(timeout=1800)
+    conn.close()
+    conn = server.connection()  # the first one idled past the keep-alive timeout
+    found = 0
+    for path in added:  # by the end every added photo answers a search by itself, first
+        body, boundary = _multipart(path.read_bytes())
+        conn.request("POST", "/api/search", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        hits = json.loads(conn.getresponse().read())["results"]
+        found += bool(hits) and hits[0]["path"] == str(path)
+    after = json.loads(get(conn, "/api/status")[1])["images"]
+    conn.close()
+    return {"clients": clients, "seconds": seconds, "requests": len(times), "errors": len(errors),
+            "error_samples": errors[:3], **percentiles(times), "index_rc": indexer.returncode,
+            "index_report": json.loads(out.strip().splitlines()[-1]) if indexer.returncode == 0 else err[-300:],
+            "added": add, "found_by_end": found, "images_before": before, "images_after": after}
+
+
+def _multipart(data: bytes) -> tuple[bytes, str]:
+    boundary = "benchboundary7d1"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"q.jpg\"\r\n"
+            f"Content-Type: image/jpeg\r\n\r\n").encode()
+    return head + data + f"\r\n--{boundary}--\r\n".encode(), boundary
+
+
+def browser_first_page(server: Server, runs: int) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    wanted = """() => { const imgs = [...document.querySelectorAll('#grid img')].slice(0, 50);
+      return imgs.length === 50 && imgs.every((i) => i.complete && i.naturalWidth > 0) ? performance.now() : 0; }"""
+    times = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                          "--disable-component-update", "--disable-sync", "--no-first-run"])
+        for k, text in enumerate(query_texts(runs + 1, seed=5)):
+            context = browser.new_context(viewport={"width": 1920, "height": 1200})
+            page = context.new_page()
+            page.goto(server.url + "?q=" + text.replace(" ", "%20"))
+            done = page.wait_for_function(wanted, timeout=60_000, polling=10).json_value()
+            if k:  # the first run warms the browser's own start-up paths
+                times.append(done)
+            context.close()
+        browser.close()
+    return {"median_ms": round(statistics.median(times), 1), "runs_ms": [round(t, 1) for t in times]}
+
+
+def thumbnail_throughput(n: int, rounds: int, work: Path) -> dict:
+    """bench_index's steady-state `index` rate with and without thumbnails, interleaved."""
+    import bench_index
+
+    photos = bench_index.ensure_photos(work / "photos", 4 * n)
+    model_dir = bench_index.ensure_model(work / "models" / "ViT-B-32")
+    rates: dict[str, list[float]] = {"with": [], "without": []}
+    for _ in range(rounds):
+        for label, value in (("without", "0"), ("with", "1")):
+            os.environ["SEARCHENGINE_THUMBNAILS"] = value
+            rate, _, _ = bench_index.index_steady_ips(photos, n, model_dir, work / "work", [])
+            rates[label].append(round(rate, 2))
+    os.environ.pop("SEARCHENGINE_THUMBNAILS", None)
+    ratio = statistics.median(rates["with"]) / statistics.median(rates["without"])
+    return {"n": n, "with_ips": rates["with"], "without_ips": rates["without"], "ratio": round(ratio, 3)}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=100_000, help="library size for latencies and load (0 skips)")
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=60.0, help="load duration (0 skips the load test)")
+    parser.add_argument("--add", type=int, default=48, help="photos `index` adds during the load test")
+    parser.add_argument("--browser-images", type=int, default=2000, help="library for the browser figure (0 skips)")
+    parser.add_argument("--browser-runs", type=int, default=5)
+    parser.add_argument("--n", type=int, default=24, help="bench_index N for the thumbnail A/B (0 skips)")
+    parser.add_argument("--rounds", type=int, default=2, help="A/B rounds")
+    parser.add_argument("--work", type=Path, default=ROOT / ".bench")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    result: dict = {"machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"}
+    if args.images:
+        library, _ = make_library(args.work, args.images)
+        server = Server(library)
+        try:
+            result["library_images"] = args.images
+            result["latency"] = latencies(server, args.queries)
+            print("latency", json.dumps(result["latency"]), flush=True)
+            if args.seconds:
+                result["load"] = load_while_indexing(server, library, args.work, args.clients, args.seconds, args.add)
+                print("load", json.dumps(result["load"]), flush=True)
+        finally:
+            server.stop()
+    if args.browser_images:
+        from images_for_bench import photo_library
+
+        library = photo_library(args.work, args.browser_images)
+        server = Server(library)
+        try:
+            result["browser_first_page"] = {"library_images": args.browser_images,
+                                            **browser_first_page(server, args.browser_runs)}
+            print("browser", json.dumps(result["browser_first_page"]), flush=True)
+        finally:
+            server.stop()
+    if args.n:
+        result["thumbnails_ab"] = thumbnail_throughput(args.n, args.rounds, args.work)
+        print("thumbnails", json.dumps(result["thumbnails_ab"]), flush=True)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
