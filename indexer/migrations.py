@@ -52,7 +52,23 @@ def m002_image_count(conn: "Connection") -> None:
     conn.exec_driver_sql("INSERT INTO meta (key, value) SELECT 'image_count', count(*) FROM images")
 
 
+def m003_metadata(conn: "Connection") -> None:
+    # NULL meta_version = not read yet: the next index run fills the row from the file's header.
+    # taken_at is UTC epoch seconds (see indexer/metadata.py); the local wall-clock text and offset are kept.
+    for column in ("meta_version INTEGER", "taken_at REAL", "taken_at_local TEXT", "taken_at_offset TEXT",
+                   "taken_at_source TEXT", "width INTEGER", "height INTEGER", "format TEXT", "make TEXT",
+                   "model TEXT", "lens TEXT", "latitude REAL", "longitude REAL"):
+        conn.exec_driver_sql(f"ALTER TABLE images ADD COLUMN {column}")
+    # Covering index for filters: a date range is a range scan, any other filter scans this index instead
+    # of the table, whose rows carry 2 KB embeddings.
+    conn.exec_driver_sql("CREATE INDEX images_taken_at ON images "
+                         "(taken_at, format, width, height, latitude, longitude, make, model)")
+    conn.exec_driver_sql("CREATE INDEX images_place ON images (latitude, longitude)")
+    conn.exec_driver_sql("CREATE INDEX images_meta_version ON images (meta_version)")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", m001_initial),
     ("002_image_count", m002_image_count),
+    ("003_metadata", m003_metadata),
 ]

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from indexer.catalog import Catalog
-from indexer.imaging import ImageDecodeError, PreprocessConfig, decode_and_preprocess
+from indexer.imaging import ImageDecodeError, PreprocessConfig, decode_for_index
+from indexer.metadata import ImageMetadata, header_metadata
 from indexer.plan import Task
 
 MAX_FILE_BYTES = 1 << 30  # larger than any photo; refuse rather than hold it in memory
@@ -30,6 +31,7 @@ class Prepared:
     pixels: np.ndarray | None = None
     embedding: np.ndarray | None = None
     error: str | None = None
+    metadata: ImageMetadata | None = None
     vanished: bool = False  # deleted since the scan: an error to report, not a failure to record
 
 
@@ -57,9 +59,13 @@ class Preparer:
         result.embedding = self._read_only_catalog().embedding_by_hash(result.content_hash)
         if result.embedding is None:
             try:
-                result.pixels = decode_and_preprocess(data, self.cfg)
+                result.pixels, result.metadata = decode_for_index(data, self.cfg)
             except ImageDecodeError as exc:
                 result.error = str(exc)
+        else:
+            result.metadata = header_metadata(data)  # a copy's embedding is shared, its metadata is its own
+        if result.metadata is not None:
+            result.metadata = result.metadata.with_mtime_fallback(mtime_ns)
         return result
 
     def _read_only_catalog(self) -> Catalog:

@@ -101,6 +101,7 @@ class Library:
               reporter: "Reporter | None" = None, image_precision: str | None = None) -> "IndexSummary":
         """Index image files under `paths`. `image_precision` ("fp32", or opt-in "int8") is fixed at creation."""
         from indexer.lock import writer_lock
+        from indexer.metadata_fill import fill_missing_metadata
         from indexer.model import ModelSpec
         from indexer.pipeline import IndexOptions, run_pipeline
         from indexer.plan import make_plan
@@ -125,6 +126,7 @@ class Library:
                                        reporter, lambda: store.save_every(INDEX_SAVE_SECONDS))
             finally:
                 plan.close()
+            summary.metadata_filled = fill_missing_metadata(catalog, roots)
             store.save()
             self._export_text_tower_if_missing()
         return summary

@@ -1,0 +1,139 @@
+"""Catalog reads and writes of image metadata: per-row records, filter queries, the header-only fill-in.
+
+Functions take a Catalog or one of its connections (SQLAlchemy's for writes, the stdlib reader for reads); both
+offer `exec_driver_sql`. Filters arrive as an SQL condition over the `images` columns plus its parameters
+(searchengine/filters.py builds them), so this module owns no query syntax of its own.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+
+from indexer.metadata import METADATA_VERSION, ImageMetadata
+
+if TYPE_CHECKING:
+    from indexer.catalog import Catalog
+
+METADATA_COLUMNS = tuple(f.name for f in fields(ImageMetadata))
+_SET = ", ".join(f"{c}=?" for c in METADATA_COLUMNS)
+_RECORD_COLUMNS = "id, path, folder, size, mtime_ns, content_hash, indexed_at, meta_version, " + \
+    ", ".join(METADATA_COLUMNS)
+
+
+@dataclass
+class ImageRecord:
+    """One image as the catalog holds it (embedding aside); metadata fields are None when unknown."""
+
+    id: int
+    path: bytes
+    folder: bytes
+    size: int
+    mtime_ns: int
+    content_hash: bytes
+    indexed_at: float
+    metadata_read: bool
+    metadata: ImageMetadata
+
+
+def write_metadata(conn: Any, path: bytes, metadata: ImageMetadata | None) -> None:
+    """Store `metadata` on the row of `path` (None clears it and marks the row for the next header pass)."""
+    values = tuple(getattr(metadata, c) for c in METADATA_COLUMNS) if metadata else (None,) * len(METADATA_COLUMNS)
+    version = METADATA_VERSION if metadata else None
+    conn.exec_driver_sql(f"UPDATE images SET {_SET}, meta_version=? WHERE path=?", (*values, version, path))
+
+
+def write_metadata_by_id(catalog: "Catalog", items: list[tuple[int, ImageMetadata]]) -> None:
+    """Fill in metadata of existing rows in one transaction; seq is untouched (embeddings did not change)."""
+    if not items:
+        return
+    with catalog.write() as conn:
+        for image_id, metadata in items:
+            values = tuple(getattr(metadata, c) for c in METADATA_COLUMNS)
+            conn.exec_driver_sql(f"UPDATE images SET {_SET}, meta_version=? WHERE id=?",
+                                 (*values, METADATA_VERSION, image_id))
+
+
+def rows_missing_metadata(catalog: "Catalog", root: bytes, chunk: int = 500) -> Iterator[list[tuple[int, bytes, int, int]]]:
+    """(id, path, size, mtime_ns) of rows at or below folder `root` whose metadata is not read yet, by chunks."""
+    low, high = root.rstrip(b"/") + b"/", root.rstrip(b"/") + b"0"
+    last = -1
+    while True:
+        with catalog.read() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT id, path, size, mtime_ns FROM images WHERE (meta_version IS NULL OR meta_version<?) "
+                "AND (folder=? OR (folder>=? AND folder<?) OR path=?) AND id>? ORDER BY id LIMIT ?",
+                (METADATA_VERSION, root, low, high, root, last, chunk)).fetchall()
+        if not rows:
+            return
+        last = rows[-1][0]
+        yield [(int(i), p, int(s), int(m)) for i, p, s, m in rows]
+
+
+def record(catalog: "Catalog", image_id: int | None = None, path: bytes | None = None) -> ImageRecord | None:
+    """The record of one image, by id or by path."""
+    column, value = ("id", image_id) if image_id is not None else ("path", path)
+    with catalog.read() as conn:
+        row = conn.exec_driver_sql(f"SELECT {_RECORD_COLUMNS} FROM images WHERE {column}=?", (value,)).fetchone()
+    if row is None:
+        return None
+    head, meta = row[:8], row[8:]
+    return ImageRecord(int(head[0]), head[1], head[2], int(head[3]), int(head[4]), head[5], float(head[6]),
+                       head[7] is not None, ImageMetadata(*meta))
+
+
+def metadata_for(catalog: "Catalog", ids: list[int]) -> dict[int, ImageMetadata]:
+    """Metadata of the given ids, in one query."""
+    if not ids:
+        return {}
+    with catalog.read() as conn:
+        rows = conn.exec_driver_sql(
+            f"SELECT id, {', '.join(METADATA_COLUMNS)} FROM images WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(ids),))
+        return {int(r[0]): ImageMetadata(*r[1:]) for r in rows}
+
+
+def matching_ids(catalog: "Catalog", where: str, params: tuple, limit: int | None = None) -> np.ndarray:
+    """Ids of images satisfying `where`, at most `limit` of them (int64, in no particular order)."""
+    sql = f"SELECT id FROM images WHERE {where}" + (" LIMIT ?" if limit is not None else "")
+    with catalog.read() as conn:
+        rows = conn.exec_driver_sql(sql, params + ((limit,) if limit is not None else ())).fetchall()
+    return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+
+def matching_places(catalog: "Catalog", where: str, params: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, latitudes, longitudes) of images satisfying `where` (which bounds latitude and longitude)."""
+    with catalog.read() as conn:
+        rows = conn.exec_driver_sql(f"SELECT id, latitude, longitude FROM images WHERE {where}", params).fetchall()
+    table = np.array(rows, dtype=np.float64).reshape(-1, 3)
+    return table[:, 0].astype(np.int64), table[:, 1], table[:, 2]
+
+
+def which_match(catalog: "Catalog", ids: np.ndarray, where: str, params: tuple) -> np.ndarray:
+    """The subset of `ids` satisfying `where` (any number of ids: passed as one JSON array)."""
+    if not len(ids):
+        return np.empty(0, np.int64)
+    with catalog.read() as conn:
+        rows = conn.exec_driver_sql(
+            f"SELECT id FROM images WHERE id IN (SELECT value FROM json_each(?)) AND ({where})",
+            (json.dumps([int(i) for i in ids]), *params)).fetchall()
+    return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+
+def newest(catalog: "Catalog", where: str, params: tuple, limit: int) -> list[int]:
+    """Ids satisfying `where`, newest `taken_at` first (unknown dates last)."""
+    with catalog.read() as conn:
+        rows = conn.exec_driver_sql(
+            f"SELECT id FROM images WHERE ({where}) AND taken_at IS NOT NULL ORDER BY taken_at DESC, id DESC LIMIT ?",
+            (*params, limit)).fetchall()
+        if len(rows) < limit:
+            rows += conn.exec_driver_sql(
+                f"SELECT id FROM images WHERE ({where}) AND taken_at IS NULL ORDER BY id DESC LIMIT ?",
+                (*params, limit - len(rows))).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def metadata_dict(metadata: ImageMetadata) -> dict[str, Any]:
+    return asdict(metadata)
