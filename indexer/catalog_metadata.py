@@ -7,7 +7,8 @@ offer `exec_driver_sql`. Filters arrive as an SQL condition over the `images` co
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+import math
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
@@ -17,6 +18,8 @@ from indexer.metadata import METADATA_VERSION, ImageMetadata
 if TYPE_CHECKING:
     from indexer.catalog import Catalog
 
+EARTH_RADIUS_KM = 6371.0088  # mean radius
+DISTANCE_FUNCTION = "se_distance_km"  # SQL function registered on readers: great-circle km between two points
 METADATA_COLUMNS = tuple(f.name for f in fields(ImageMetadata))
 _SET = ", ".join(f"{c}=?" for c in METADATA_COLUMNS)
 _RECORD_COLUMNS = "id, path, folder, size, mtime_ns, content_hash, indexed_at, meta_version, " + \
@@ -99,16 +102,8 @@ def matching_ids(catalog: "Catalog", where: str, params: tuple, limit: int | Non
     """Ids of images satisfying `where`, at most `limit` of them (int64, in no particular order)."""
     sql = f"SELECT id FROM images WHERE {where}" + (" LIMIT ?" if limit is not None else "")
     with catalog.read() as conn:
-        rows = conn.exec_driver_sql(sql, params + ((limit,) if limit is not None else ())).fetchall()
+        rows = _reader(conn).exec_driver_sql(sql, params + ((limit,) if limit is not None else ())).fetchall()
     return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-
-
-def matching_places(catalog: "Catalog", where: str, params: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ids, latitudes, longitudes) of images satisfying `where` (which bounds latitude and longitude)."""
-    with catalog.read() as conn:
-        rows = conn.exec_driver_sql(f"SELECT id, latitude, longitude FROM images WHERE {where}", params).fetchall()
-    table = np.array(rows, dtype=np.float64).reshape(-1, 3)
-    return table[:, 0].astype(np.int64), table[:, 1], table[:, 2]
 
 
 def which_match(catalog: "Catalog", ids: np.ndarray, where: str, params: tuple) -> np.ndarray:
@@ -116,7 +111,7 @@ def which_match(catalog: "Catalog", ids: np.ndarray, where: str, params: tuple) 
     if not len(ids):
         return np.empty(0, np.int64)
     with catalog.read() as conn:
-        rows = conn.exec_driver_sql(
+        rows = _reader(conn).exec_driver_sql(
             f"SELECT id FROM images WHERE id IN (SELECT value FROM json_each(?)) AND ({where})",
             (json.dumps([int(i) for i in ids]), *params)).fetchall()
     return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -125,7 +120,7 @@ def which_match(catalog: "Catalog", ids: np.ndarray, where: str, params: tuple) 
 def newest(catalog: "Catalog", where: str, params: tuple, limit: int) -> list[int]:
     """Ids satisfying `where`, newest `taken_at` first (unknown dates last)."""
     with catalog.read() as conn:
-        rows = conn.exec_driver_sql(
+        rows = _reader(conn).exec_driver_sql(
             f"SELECT id FROM images WHERE ({where}) AND taken_at IS NOT NULL ORDER BY taken_at DESC, id DESC LIMIT ?",
             (*params, limit)).fetchall()
         if len(rows) < limit:
@@ -135,5 +130,31 @@ def newest(catalog: "Catalog", where: str, params: tuple, limit: int) -> list[in
     return [int(r[0]) for r in rows]
 
 
-def metadata_dict(metadata: ImageMetadata) -> dict[str, Any]:
-    return asdict(metadata)
+def distance_km(lat1: float | None, lon1: float | None, lat2: float, lon2: float) -> float | None:
+    """Great-circle (haversine) distance in km; None when a position is unknown."""
+    if lat1 is None or lon1 is None:
+        return None
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
+
+
+def _reader(conn: Any) -> Any:
+    """The read connection, with the filters' SQL function registered (a stdlib sqlite3 call, microseconds)."""
+    conn.conn.create_function(DISTANCE_FUNCTION, 4, distance_km, deterministic=True)
+    return conn
+
+
+def embeddings_for(catalog: "Catalog", ids: np.ndarray, dim: int, chunk: int = 20000) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, float32 embeddings) of those of `ids` still in the catalog, read in chunks from one snapshot."""
+    out_ids, out_vectors = [], []
+    with catalog.read() as conn:
+        for start in range(0, len(ids), chunk):
+            part = json.dumps([int(i) for i in ids[start:start + chunk]])
+            rows = conn.exec_driver_sql(
+                "SELECT id, embedding FROM images WHERE id IN (SELECT value FROM json_each(?))", (part,)).fetchall()
+            out_ids.append(np.fromiter((r[0] for r in rows), np.int64, len(rows)))
+            out_vectors.append(np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), dim))
+    if not out_ids:
+        return np.empty(0, np.int64), np.empty((0, dim), np.float32)
+    return np.concatenate(out_ids), np.concatenate(out_vectors)

@@ -235,6 +235,20 @@ class VectorIndex:
         scores[ids < 0] = MISSING_SCORE
         return np.ascontiguousarray(scores), np.ascontiguousarray(ids)
 
+    def search_among(self, queries: np.ndarray, k: int, ids: np.ndarray,
+                     nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Like `search` without re-ranking, over `ids` only (a faiss IDSelector); IVF scans `nprobe` cells."""
+        queries = _as_vectors(queries, self.dim)
+        selector = faiss.IDSelectorBatch(_as_ids(ids))
+        if self.kind == FLAT:
+            params = faiss.SearchParameters(sel=selector)
+        else:
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=max(1, min(nprobe or self.nprobe, self.nlist)))
+        with _threads(1 if self.kind == FLAT and len(queries) < SMALL_BATCH else THREADS):
+            scores, found = self._index.search(queries, k, params=params)
+        scores[found < 0] = MISSING_SCORE
+        return scores, found
+
     def should_rebuild(self, total: int) -> bool:
         """True when a collection of `total` vectors has outgrown this index (or shrunk back to exact size)."""
         if self.kind == FLAT:
