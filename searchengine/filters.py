@@ -88,7 +88,7 @@ class SearchFilters:
         if self.folder is not None:
             base = self.folder.rstrip(b"/")
             terms.append("(folder = ? OR (folder >= ? AND folder < ?))")  # b"0" follows b"/" in byte order
-            params += [self.folder, base + b"/", base + b"0"]
+            params += [base or b"/", base + b"/", base + b"0"]
         return (" AND ".join(terms) or "1"), tuple(params)
 
 
