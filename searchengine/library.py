@@ -31,6 +31,7 @@ LOCK_FILE = "write.lock"
 TEXT_TOWER_DIR = "text_tower"
 INDEX_SAVE_SECONDS = 60.0
 LIBRARY_ENV = "SEARCHENGINE_LIBRARY"
+HITS_PER_READ = 10_000
 
 NoticeFn = Callable[[str], None]
 
@@ -221,7 +222,9 @@ class Library:
     def _hits(self, catalog: Catalog, ranked: list[tuple[float | None, int]]) -> list[SearchHit]:
         """Hits for (score, id) pairs, with their metadata, leaving out ids no longer in the catalog."""
         ids = [i for _, i in ranked]
-        paths = catalog.paths_for(ids)
+        paths: dict[int, bytes] = {}
+        for start in range(0, len(ids), HITS_PER_READ):  # SQLite caps the parameters of one statement
+            paths.update(catalog.paths_for(ids[start:start + HITS_PER_READ]))
         metadata = metadata_for(catalog, ids)
         hits = []
         for score, image_id in ranked:
