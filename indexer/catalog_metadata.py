@@ -46,6 +46,14 @@ def write_metadata(conn: Any, path: bytes, metadata: ImageMetadata | None) -> No
     values = tuple(getattr(metadata, c) for c in METADATA_COLUMNS) if metadata else (None,) * len(METADATA_COLUMNS)
     version = METADATA_VERSION if metadata else None
     conn.exec_driver_sql(f"UPDATE images SET {_SET}, meta_version=? WHERE path=?", (*values, version, path))
+    _add_camera(conn, metadata)
+
+
+def _add_camera(conn: Any, metadata: ImageMetadata | None) -> None:
+    # Cameras are only added: one whose last image is gone matches no image, which costs nothing.
+    if metadata is not None and (metadata.make or metadata.model):
+        conn.exec_driver_sql("INSERT OR IGNORE INTO cameras (make, model) VALUES (?, ?)",
+                             (metadata.make or "", metadata.model or ""))
 
 
 def write_metadata_by_id(catalog: "Catalog", items: list[tuple[int, ImageMetadata]]) -> None:
@@ -57,6 +65,7 @@ def write_metadata_by_id(catalog: "Catalog", items: list[tuple[int, ImageMetadat
             values = tuple(getattr(metadata, c) for c in METADATA_COLUMNS)
             conn.exec_driver_sql(f"UPDATE images SET {_SET}, meta_version=? WHERE id=?",
                                  (*values, METADATA_VERSION, image_id))
+            _add_camera(conn, metadata)
 
 
 def rows_missing_metadata(catalog: "Catalog", root: bytes, chunk: int = 500) -> Iterator[list[tuple[int, bytes, int, int]]]:
@@ -106,6 +115,14 @@ def matching_ids(catalog: "Catalog", where: str, params: tuple, limit: int | Non
         text = _reader(conn).exec_driver_sql(f"SELECT group_concat(id) FROM ({inner})",
                                              params + ((limit,) if limit is not None else ())).scalar()
     return np.array(text.split(","), dtype=np.int64) if text else np.empty(0, np.int64)
+
+
+def cameras_matching(catalog: "Catalog", pattern: str) -> list[tuple[str | None, str | None]]:
+    """(make, model) of the cameras whose make or model is LIKE `pattern` (escape character backslash)."""
+    with catalog.read() as conn:
+        rows = conn.exec_driver_sql("SELECT make, model FROM cameras WHERE make LIKE ? ESCAPE '\\' "
+                                    "OR model LIKE ? ESCAPE '\\'", (pattern, pattern)).fetchall()
+    return [(make or None, model or None) for make, model in rows]
 
 
 def count_matching(catalog: "Catalog", where: str, params: tuple) -> int:

@@ -69,6 +69,7 @@ def build(folder: Path, n: int, seed: int) -> np.ndarray:
                 ((k + 1, b"/photos/%03d/%08d.jpg" % (k % 1000, k), b"/photos/%03d" % (k % 1000), 1, 1,
                   k.to_bytes(16, "little"), vectors[k].tobytes(), started, METADATA_VERSION,
                   T0 + 60.0 * float(rank[k]), *camera_of(k)) for k in range(start, min(n, start + CHUNK))))
+        db.execute("INSERT OR IGNORE INTO cameras SELECT DISTINCT make, model FROM images")  # as write_metadata does
         db.execute("UPDATE meta SET value='1' WHERE key='seq'")
         db.execute("UPDATE meta SET value=? WHERE key='image_count'", (str(n),))
     db.close()

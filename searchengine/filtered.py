@@ -37,7 +37,7 @@ Ranked = tuple[np.ndarray, np.ndarray]  # (scores float32, ids int64), best firs
 def filtered_search(catalog: "Catalog", index: Callable[[], "VectorIndex"], query: np.ndarray, limit: int,
                     filters: "SearchFilters", dim: int, exact: bool = False) -> Ranked:
     """The best `limit` matching images for `query` (shape (dim,)); `index` gives the current vector index."""
-    where, params = filters.sql()
+    where, params = filters.sql(catalog)
     if exact:
         return exact_among(catalog, query, matching_ids(catalog, where, params), dim, limit)
     count = count_matching(catalog, where, params)

@@ -10,10 +10,15 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from indexer.catalog_metadata import DISTANCE_FUNCTION, EARTH_RADIUS_KM
+from indexer.catalog_metadata import DISTANCE_FUNCTION, EARTH_RADIUS_KM, cameras_matching
 from indexer.errors import QueryError
 
+if TYPE_CHECKING:
+    from indexer.catalog import Catalog
+
+MAX_CAMERA_TERMS = 200  # more matching cameras than this: a LIKE on every row is simpler than a longer OR
 BOX_MARGIN_DEG = 1e-9  # so rounding never leaves a point at exactly KM outside the box
 DEFAULT_NEAR_KM = 1.0
 FORMAT_ALIASES = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "webp": "webp", "gif": "gif", "bmp": "bmp",
@@ -62,8 +67,12 @@ class SearchFilters:
                    format=None if format is None else parse_format(format),
                    orientation=None if orientation is None else parse_orientation(orientation))
 
-    def sql(self) -> tuple[str, tuple]:
-        """An SQL condition over the catalog's `images` columns, with its parameters."""
+    def sql(self, catalog: "Catalog | None" = None) -> tuple[str, tuple]:
+        """An SQL condition over the catalog's `images` columns, with its parameters.
+
+        Given the catalog, a camera filter becomes the list of its matching cameras (found in the catalog's small
+        `cameras` table), which SQLite answers through an index instead of testing every image row.
+        """
         terms: list[str] = []
         params: list = []
         if self.near is not None:  # first: the bounding box narrows what the distance function sees
@@ -82,14 +91,24 @@ class SearchFilters:
         if self.orientation is not None:
             terms.append(ORIENTATIONS[self.orientation])
         if self.camera is not None:
-            pattern = "%" + re.sub(r"([\\%_])", r"\\\1", self.camera) + "%"
-            terms.append("(make LIKE ? ESCAPE '\\' OR model LIKE ? ESCAPE '\\')")
-            params += [pattern, pattern]
+            term, term_params = _camera_condition(self.camera, catalog)
+            terms.append(term)
+            params += term_params
         if self.folder is not None:
             base = self.folder.rstrip(b"/")
             terms.append("(folder = ? OR (folder >= ? AND folder < ?))")  # b"0" follows b"/" in byte order
             params += [base or b"/", base + b"/", base + b"0"]
         return (" AND ".join(terms) or "1"), tuple(params)
+
+
+def _camera_condition(text: str, catalog: "Catalog | None") -> tuple[str, list]:
+    pattern = "%" + re.sub(r"([\\%_])", r"\\\1", text) + "%"
+    cameras = cameras_matching(catalog, pattern) if catalog is not None else None
+    if cameras is None or len(cameras) > MAX_CAMERA_TERMS:
+        return "(make LIKE ? ESCAPE '\\' OR model LIKE ? ESCAPE '\\')", [pattern, pattern]
+    if not cameras:
+        return "0", []
+    return "(" + " OR ".join(["(make IS ? AND model IS ?)"] * len(cameras)) + ")", [v for c in cameras for v in c]
 
 
 def parse_date(text: str, option: str) -> float:

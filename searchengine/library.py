@@ -199,7 +199,7 @@ class Library:
         if catalog.image_count() == 0:
             raise QueryError(f"library {self.folder} has no images yet; run `searchengine index FOLDER` first")
         if text is None and image is None:
-            return self._hits(catalog, [(None, i) for i in newest(catalog, *filters.sql(), limit)])
+            return self._hits(catalog, [(None, i) for i in newest(catalog, *filters.sql(catalog), limit)])
         query = self._query_encoder().texts([text]) if text is not None else \
             self._query_encoder().image_file(image, catalog)
         return self.search_vector(query[0], limit, exact, filters)

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 import indexer.vector_index as vector_index
 import searchengine.filtered as filtered
+import searchengine.filters as filters_module
 from indexer.catalog import BatchWrite, Catalog, StoredImage
 from indexer.catalog_metadata import distance_km
 from indexer.metadata import ImageMetadata
@@ -167,6 +168,13 @@ def test_ivf_library_matches_brute_force(isolated, rows, monkeypatch, exact_matc
     library, truth = make_library(isolated / "lib", rows)
     assert library._readable_index().kind == vector_index.IVF_SQ8
     check_against_brute_force(library, truth)
+
+
+def test_camera_filter_through_a_like_on_every_row_agrees(isolated, rows, monkeypatch):
+    """Past MAX_CAMERA_TERMS matching cameras, the filter falls back to LIKE on make and model: same results."""
+    monkeypatch.setattr(filters_module, "MAX_CAMERA_TERMS", 0)
+    library, truth = make_library(isolated / "lib", rows)
+    check_against_brute_force(library, truth, queries=1)
 
 
 def test_ivf_never_returns_fewer_than_limit_when_enough_match(isolated, rows, monkeypatch):

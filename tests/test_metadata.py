@@ -25,6 +25,7 @@ from indexer.metadata import ImageMetadata, header_metadata
 from indexer.migrations import MIGRATIONS
 from indexer.pipeline import IndexOptions
 from searchengine.cli import main
+from searchengine.filters import SearchFilters
 from searchengine.library import Library
 
 CFG = PreprocessConfig(32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
@@ -237,6 +238,8 @@ def test_a_catalog_from_before_the_migration_is_upgraded_and_filled(folder, tiny
     summary = index(folder)
     assert (summary.metadata_filled, summary.encoded) == (5, 0)
     assert Library.open().show(str(folder / "full.jpg")).taken_at == "2023-06-14T10:00:00+02:00"
+    found = Library.open().search(filters=SearchFilters(camera="eos r"))  # cameras known from the fill-in
+    assert {Path(h.path).name for h in found} == {"full.jpg", "local.jpg", "broken.jpg"}
 
 
 def test_fill_in_leaves_changed_files_to_the_index_run(folder, tiny_model_name):
