@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 
 from indexer.durable import fsync_dir
 from indexer.errors import CatalogError
+from indexer.metadata import ImageMetadata
 from indexer.migrations import MIGRATIONS
+from indexer.catalog_metadata import write_metadata
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 60
@@ -43,6 +45,7 @@ class StoredImage:
     content_hash: bytes
     embedding: np.ndarray
     existing_id: int | None = None
+    metadata: ImageMetadata | None = None  # None: left for the next index run's header-only pass
 
 
 @dataclass
@@ -348,6 +351,7 @@ class Catalog:
             "mtime_ns=excluded.mtime_ns, content_hash=excluded.content_hash, embedding=excluded.embedding, "
             "seq=excluded.seq, indexed_at=excluded.indexed_at",
             (item.path, folder_of(item.path), item.size, item.mtime_ns, item.content_hash, blob, seq, now))
+        write_metadata(conn, item.path, item.metadata)
         conn.exec_driver_sql("DELETE FROM failures WHERE path=?", (item.path,))
         return int(new)
 

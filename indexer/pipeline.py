@@ -49,6 +49,7 @@ class IndexSummary:
     failed: int = 0
     reused: int = 0
     encoded: int = 0
+    metadata_filled: int = 0  # rows from before metadata was stored, filled in from their headers
     seconds: float = 0.0
 
     @property
@@ -138,7 +139,8 @@ class _BatchWriter:
     def store(self, prepared: Prepared, embedding: np.ndarray) -> None:
         task = prepared.task
         self.batch.stored.append(StoredImage(task.path, prepared.size, prepared.mtime_ns, prepared.content_hash,
-                                             np.asarray(embedding, dtype=np.float32), task.existing_id))
+                                             np.asarray(embedding, dtype=np.float32), task.existing_id,
+                                             prepared.metadata))
         if task.existing_id is None:
             self.summary.added += 1
         else:

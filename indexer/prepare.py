@@ -14,7 +14,8 @@ from typing import Callable
 import numpy as np
 
 from indexer.catalog import Catalog
-from indexer.imaging import ImageDecodeError, ModelImage, PreprocessConfig, decode_and_preprocess
+from indexer.imaging import ImageDecodeError, ModelImage, PreprocessConfig, decode_for_index
+from indexer.metadata import ImageMetadata, header_metadata
 from indexer.plan import Task
 from indexer.thumbnails import store_thumbnail
 
@@ -32,6 +33,7 @@ class Prepared:
     pixels: np.ndarray | None = None
     embedding: np.ndarray | None = None
     error: str | None = None
+    metadata: ImageMetadata | None = None
     vanished: bool = False  # deleted since the scan: an error to report, not a failure to record
 
 
@@ -62,9 +64,13 @@ class Preparer:
         if result.embedding is None:
             try:
                 on_decoded = self._thumbnail(result.content_hash) if self.thumbnails else None
-                result.pixels = decode_and_preprocess(data, self.cfg, on_decoded)
+                result.pixels, result.metadata = decode_for_index(data, self.cfg, on_decoded=on_decoded)
             except ImageDecodeError as exc:
                 result.error = str(exc)
+        else:
+            result.metadata = header_metadata(data)  # a copy's embedding is shared, its metadata is its own
+        if result.metadata is not None:
+            result.metadata = result.metadata.with_mtime_fallback(mtime_ns)
         return result
 
     def _thumbnail(self, content_hash: bytes) -> Callable[[ModelImage], None]:

@@ -15,6 +15,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import click  # noqa: E402
 
 from indexer.errors import SearchEngineError  # noqa: E402
+from searchengine.filters import FilterError, SearchFilters  # noqa: E402
 from searchengine.library import Library  # noqa: E402
 
 library_option = click.option(
@@ -107,25 +108,75 @@ def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, i
                    f"{summary.seconds:.1f} s)", err=True)
 
 
+def filter_options(command: Any) -> Any:
+    """The search filters, shared by every command that narrows a search."""
+    options = [
+        click.option("--after", metavar="DATE", help="Taken on or after DATE (2023, 2023-06, 2023-06-14 or a full timestamp)."),
+        click.option("--before", metavar="DATE", help="Taken before DATE (same forms; exclusive)."),
+        click.option("--in", "folder", metavar="FOLDER", help="In FOLDER or below it."),
+        click.option("--camera", metavar="TEXT", help="Camera make or model contains TEXT (any case)."),
+        click.option("--near", metavar="LAT,LON[,KM]", help="Taken within KM (default 1) of a place."),
+        click.option("--format", "image_format", metavar="FORMAT", help="jpeg, png, webp, gif, bmp, tiff, heic, avif."),
+        click.option("--orientation", metavar="landscape|portrait|square", help="Shape as displayed."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def parse_filters(after, before, folder, camera, near, image_format, orientation) -> SearchFilters:
+    try:
+        return SearchFilters.parse(after=after, before=before, folder=folder, camera=camera, near=near,
+                                   format=image_format, orientation=orientation)
+    except FilterError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 @main.command()
 @click.argument("text", required=False)
 @click.option("--image", type=click.Path(dir_okay=False), default=None, help="Find images like this image file.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100000))
 @click.option("--exact", is_flag=True, help="Exhaustive search over every stored embedding.")
+@filter_options
 @library_option
 @json_option
-def search(text, image, limit, exact, library_dir, as_json) -> None:
-    """Search by TEXT, or by an image with --image."""
+def search(text, image, limit, exact, after, before, folder, camera, near, image_format, orientation,
+           library_dir, as_json) -> None:
+    """Search by TEXT, or by an image with --image; filters narrow it, or alone list the newest matches."""
+    filters = parse_filters(after, before, folder, camera, near, image_format, orientation)
     if text is not None and image is not None:
         raise click.UsageError("give TEXT or --image, not both")
-    if text is None and image is None:
-        raise click.UsageError("give a TEXT to search for, or --image FILE")
-    hits = Library.open(library_dir).search(text=text, image=image, limit=limit, exact=exact)
+    if text is None and image is None and not filters:
+        raise click.UsageError("give a TEXT to search for, --image FILE, or a filter")
+    hits = Library.open(library_dir).search(text=text, image=image, limit=limit, exact=exact, filters=filters)
     if as_json:
-        click.echo(json.dumps([{"path": h.path, "score": round(h.score, 6)} for h in hits]))
+        click.echo(json.dumps([_hit_json(h) for h in hits]))
         return
     for hit in hits:
-        _write_line(f"{hit.score:.4f}\t".encode() + os.fsencode(hit.path))
+        first = f"{hit.score:.4f}" if hit.score is not None else (hit.taken_at or "-")
+        _write_line(f"{first}\t".encode() + os.fsencode(hit.path))
+
+
+def _hit_json(hit: Any) -> dict:
+    fields = asdict(hit)
+    if hit.score is not None:
+        fields["score"] = round(hit.score, 6)
+    return fields
+
+
+@main.command()
+@click.argument("path_or_id")
+@library_option
+@json_option
+def show(path_or_id, library_dir, as_json) -> None:
+    """One image's record: path, size, dates, content hash, dimensions, camera, place."""
+    details = asdict(Library.open(library_dir).show(path_or_id))
+    if as_json:
+        click.echo(json.dumps(details))
+        return
+    for key, value in details.items():
+        line = f"{key}: {'' if value is None else value}"
+        _write_line(line.encode("utf-8", "surrogateescape"))
 
 
 @main.command()

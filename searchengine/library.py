@@ -15,6 +15,11 @@ from indexer.catalog_images import (ImageRow, IndexRoot, embedding_of, image_row
 from indexer.errors import (ImageNotFoundError, LibraryNotFoundError, ModelMismatchError, QueryError,
                             SearchEngineError)
 from indexer.scan import absolute
+from indexer.catalog_metadata import metadata_for, newest, record
+from indexer.metadata import ImageMetadata
+from searchengine.details import ImageDetails, camera_text, taken_at_text
+from searchengine.filtered import filtered_search
+from searchengine.filters import SearchFilters
 
 if TYPE_CHECKING:
     from indexer.model import ClipModel, ModelSpec
@@ -29,6 +34,7 @@ LOCK_FILE = "write.lock"
 TEXT_TOWER_DIR = "text_tower"
 INDEX_SAVE_SECONDS = 60.0
 LIBRARY_ENV = "SEARCHENGINE_LIBRARY"
+HITS_PER_READ = 10_000
 
 NoticeFn = Callable[[str], None]
 
@@ -52,9 +58,17 @@ def _stderr_notice(message: str) -> None:
 
 @dataclass
 class SearchHit:
+    """One result; `score` is None for a filter-only search (newest first). Metadata fields: None when unknown."""
+
     path: str
-    score: float
+    score: float | None
     id: int
+    taken_at: str | None = None
+    width: int | None = None
+    height: int | None = None
+    camera: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
 
 
 @dataclass
@@ -104,6 +118,7 @@ class Library:
               reporter: "Reporter | None" = None, image_precision: str | None = None) -> "IndexSummary":
         """Index image files under `paths`. `image_precision` ("fp32", or opt-in "int8") is fixed at creation."""
         from indexer.lock import writer_lock
+        from indexer.metadata_fill import fill_missing_metadata
         from indexer.model import ModelSpec
         from indexer.pipeline import IndexOptions, run_pipeline
         from indexer.plan import make_plan
@@ -128,6 +143,7 @@ class Library:
                                        reporter, lambda: store.save_every(INDEX_SAVE_SECONDS))
             finally:
                 plan.close()
+            summary.metadata_filled = fill_missing_metadata(catalog, roots)
             store.save()
             self._export_text_tower_if_missing()
             remember_roots(catalog, roots, list(exclude))
@@ -200,25 +216,32 @@ class Library:
 
     # --- searching --------------------------------------------------------------------------------------------
     def search(self, text: str | None = None, image: str | None = None, limit: int = 20,
-               exact: bool = False, offset: int = 0) -> list[SearchHit]:
-        """Best first; `offset` skips that many of the best (a page: the same order as a longer limit)."""
-        if (text is None) == (image is None):
-            raise QueryError("give either a text or an image to search for")
+               exact: bool = False, filters: SearchFilters | None = None, offset: int = 0) -> list[SearchHit]:
+        """Best matches for a text or an image among the images passing `filters`; filters alone: newest first.
+
+        `offset` skips that many of the best (a page: the same order as a longer limit).
+        """
+        if text is not None and image is not None or (text is None and image is None and not filters):
+            raise QueryError("give either a text or an image to search for (or filters alone)")
         if limit < 1:
             raise QueryError("--limit must be at least 1")
         catalog = self._readable_catalog()
         if catalog.image_count() == 0:
             raise QueryError(f"library {self.folder} has no images yet; run `searchengine index FOLDER` first")
+        if text is None and image is None:
+            found = newest(catalog, *filters.sql(catalog), limit + offset)[offset:]
+            return self._hits(catalog, [(None, i) for i in found])
         query = self._query_encoder().texts([text]) if text is not None else \
             self._query_encoder().image_file(image, catalog)
-        return self.search_vector(query[0], limit + offset, exact)[offset:]
+        return self.search_vector(query[0], limit + offset, exact, filters)[offset:]
 
-    def similar(self, image_id: int, limit: int = 20, offset: int = 0, exact: bool = False) -> list[SearchHit]:
+    def similar(self, image_id: int, limit: int = 20, offset: int = 0, exact: bool = False,
+                filters: SearchFilters | None = None) -> list[SearchHit]:
         """Images like the indexed image `image_id`, from its stored embedding ("more like this")."""
         vector = embedding_of(self._readable_catalog(), image_id)
         if vector is None:
             raise ImageNotFoundError(f"no image with id {image_id} in the library")
-        return self.search_vector(vector, limit + offset, exact)[offset:]
+        return self.search_vector(vector, limit + offset, exact, filters)[offset:]
 
     def image_vector(self, data: bytes) -> np.ndarray:
         """The query vector of an image's bytes: the stored embedding for known content, else encoded."""
@@ -235,19 +258,47 @@ class Library:
         """Records of several images at once, by id (ids no longer indexed are left out)."""
         return image_rows(self._readable_catalog(), ids)
 
-    def search_vector(self, vector: np.ndarray, limit: int = 20, exact: bool = False) -> list[SearchHit]:
+    def search_vector(self, vector: np.ndarray, limit: int = 20, exact: bool = False,
+                      filters: SearchFilters | None = None) -> list[SearchHit]:
         catalog = self._readable_catalog()
         dim = int(catalog.meta()["dim"])
         query = np.asarray(vector, dtype=np.float32).reshape(1, dim)
-        if exact:
+        if filters:
+            scores, ids = filtered_search(catalog, self._readable_index, query[0], limit, filters, dim, exact)
+            scores, ids = scores[None, :], ids[None, :]
+        elif exact:
             scores, ids = _exact_search(catalog, query, dim, limit)
         else:
             index = self._readable_index()
             scores, ids = index.search(query, limit, rerank=lambda wanted: catalog.vectors_for(wanted, dim))
-        paths = catalog.paths_for([int(i) for i in ids[0] if i >= 0])
-        hits = [SearchHit(os.fsdecode(paths[int(i)]), float(s), int(i))
-                for s, i in zip(scores[0], ids[0]) if int(i) in paths]
-        return hits[:limit]
+        return self._hits(catalog, [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0])[:limit]
+
+    def _hits(self, catalog: Catalog, ranked: list[tuple[float | None, int]]) -> list[SearchHit]:
+        """Hits for (score, id) pairs, with their metadata, leaving out ids no longer in the catalog."""
+        ids = [i for _, i in ranked]
+        paths: dict[int, bytes] = {}
+        for start in range(0, len(ids), HITS_PER_READ):  # SQLite caps the parameters of one statement
+            paths.update(catalog.paths_for(ids[start:start + HITS_PER_READ]))
+        metadata = metadata_for(catalog, ids)
+        hits = []
+        for score, image_id in ranked:
+            if image_id in paths:
+                meta = metadata.get(image_id) or ImageMetadata()
+                hits.append(SearchHit(os.fsdecode(paths[image_id]), score, image_id, taken_at_text(meta), meta.width,
+                                      meta.height, camera_text(meta), meta.latitude, meta.longitude))
+        return hits
+
+    def show(self, path_or_id: str | int) -> ImageDetails:
+        """One image's record, by path (as indexed) or by id."""
+        catalog = self._readable_catalog()
+        rec = None
+        if isinstance(path_or_id, str):
+            rec = record(catalog, path=absolute(path_or_id))
+        if rec is None and str(path_or_id).strip().isdigit():
+            rec = record(catalog, image_id=int(path_or_id))
+        if rec is None:
+            raise QueryError(f"{path_or_id} is not in library {self.folder} (neither an indexed path nor an image id)")
+        return ImageDetails.from_record(rec)
 
     # --- status and embeddings ------------------------------------------------------------------------------------
     def status(self) -> LibraryStatus:

@@ -136,7 +136,31 @@ def test_record_holds_catalog_fields(lib):
     path = lib["photos"] / "extra01.jpg"
     assert record["id"] == target and record["path"] == str(path) and record["size"] == path.stat().st_size
     assert (record["width"], record["height"]) == (640, 480)
-    assert record["indexed_at"] > 0 and record["modified_at"] == pytest.approx(path.stat().st_mtime, abs=1e-3)
+    shown = cli_json("show", str(target), "--json", "--library", lib["library"])
+    assert {k: v for k, v in record.items() if k not in ("thumbnail", "preview", "file")} == shown
+
+
+@pytest.mark.parametrize("filters", [{"format": "png"}, {"orientation": "portrait"}, {"in": "sub"},
+                                     {"format": "jpg", "orientation": "landscape"}, {"after": "2000-01-01"}])
+def test_filters_are_the_clis(lib, filters):
+    params = dict(filters)
+    if "in" in params:
+        params["in"] = str(lib["photos"] / params["in"])
+    results = get_ok(lib["client"], "/api/search", params={"q": "a photo", "limit": 50, **params}).json()["results"]
+    args = [a for k, v in params.items() for a in (f"--{k}", v)]
+    cli = cli_json("search", "a photo", "--json", "--limit", "50", *args, "--library", lib["library"])
+    assert [(h["path"], h["score"]) for h in results] == [(h["path"], h["score"]) for h in cli] and results
+    target = results[0]["id"]
+    similar = get_ok(lib["client"], f"/api/images/{target}/similar", params=params).json()["results"]
+    assert similar[0]["id"] == target and {h["path"] for h in similar} <= {h["path"] for h in cli_json(
+        "search", "a photo", "--json", "--limit", "1000", *args, "--library", lib["library"])}
+
+
+@pytest.mark.parametrize("bad", [{"after": "yesterday"}, {"near": "1,2,3,4"}, {"format": "exe"},
+                                 {"orientation": "diagonal"}, {"before": "2020-13-01"}])
+def test_bad_filters_are_400(lib, bad):
+    response = lib["client"].get("/api/search", params={"q": "a", **bad})
+    assert response.status_code == 400 and set(response.json()) == {"error"}, response.text
 
 
 def test_non_utf8_paths_match_the_cli(lib):

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Any, Optional
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from indexer.catalog_images import ImageRow
 from indexer.errors import ImageNotFoundError, QueryError, SearchEngineError
+from searchengine.filters import SearchFilters
 from searchengine.library import Library, SearchHit
 from searchengine.server import media
 from searchengine.server.models import ImageRecord, Indexing, Results, Status, error_responses
@@ -75,9 +76,9 @@ class Backend:
             rows = self.library.images([h.id for h in found])
         return {"results": [_hit(h, rows[h.id], self.dims) for h in found if rows.get(h.id) is not None]}
 
-    def search_vector(self, vector, limit: int, offset: int) -> dict:
+    def search_vector(self, vector, limit: int, offset: int, filters: SearchFilters | None = None) -> dict:
         with self.read_lock:
-            found = self.library.search_vector(vector, limit + offset)[offset:]
+            found = self.library.search_vector(vector, limit + offset, filters=filters or None)[offset:]
         return self.hits(found)
 
 
@@ -89,11 +90,12 @@ def _urls(row: ImageRow) -> dict[str, str]:
 
 
 def _dims(row: ImageRow, dims: media.Dimensions) -> tuple[int, int]:
+    """Catalog metadata when the row has it, else the file's header (libraries made before metadata)."""
     return dims.get(row.path, row.content_hash, (row.extra.get("width"), row.extra.get("height")))
 
 
 def _hit(hit: SearchHit, row: ImageRow, dims: media.Dimensions) -> dict:
-    width, height = _dims(row, dims)
+    width, height = dims.get(row.path, row.content_hash, (hit.width, hit.height))
     return {"id": hit.id, "path": hit.path, "score": round(hit.score, 6), "width": width, "height": height,
             **_urls(row)}
 
@@ -158,6 +160,20 @@ def _methods_for(request: Request) -> set[str]:
     return methods
 
 
+def filter_params(
+        after: Optional[str] = Query(None, max_length=64, description="taken on or after (YYYY[-MM[-DD]])"),
+        before: Optional[str] = Query(None, max_length=64, description="taken before (YYYY[-MM[-DD]])"),
+        folder: Optional[str] = Query(None, alias="in", max_length=4096, description="under this folder"),
+        camera: Optional[str] = Query(None, max_length=200, description="make or model contains this"),
+        near: Optional[str] = Query(None, max_length=100, description="LAT,LON[,KM]"),
+        format: Optional[str] = Query(None, max_length=16, description="jpeg, png, webp, gif, bmp, tiff, heic, avif"),
+        orientation: Optional[str] = Query(None, max_length=16, description="landscape, portrait or square"),
+) -> SearchFilters:
+    """The CLI's search filters, parsed by the same code (a bad value is a 400 naming it)."""
+    return SearchFilters.parse(after=after, before=before, folder=folder, camera=camera, near=near, format=format,
+                               orientation=orientation)
+
+
 LIMIT = Query(50, ge=1, le=MAX_LIMIT, description="results per page")
 OFFSET = Query(0, ge=0, le=MAX_OFFSET, description="results to skip")
 
@@ -174,12 +190,13 @@ def _api(app: FastAPI, backend: Backend, config: ServerConfig) -> None:
 
     @app.get("/api/search", response_model=Results, responses=error_responses())
     def search_text(q: str = Query(min_length=1, max_length=2000, pattern=r"\S", description="what to look for"),
-                    limit: int = LIMIT, offset: int = OFFSET) -> dict:
+                    limit: int = LIMIT, offset: int = OFFSET,
+                    filters: SearchFilters = Depends(filter_params)) -> dict:
         if not q.strip():
             raise QueryError("the query text is empty")
         with backend.encode_lock:
             vector = backend.library.text_vector(q)
-        return backend.search_vector(vector, limit, offset)
+        return backend.search_vector(vector, limit, offset, filters)
 
     @app.post("/api/search", response_model=Results, responses=error_responses(413, 415),
               openapi_extra=UPLOAD_SCHEMA)
@@ -195,12 +212,13 @@ def _api(app: FastAPI, backend: Backend, config: ServerConfig) -> None:
                     raise UploadError(415, str(exc)) from None
 
         vector = await run_in_threadpool(encode)
-        return await run_in_threadpool(backend.search_vector, vector, upload.limit, upload.offset)
+        return await run_in_threadpool(backend.search_vector, vector, upload.limit, upload.offset, upload.filters)
 
     @app.get("/api/images/{image_id}/similar", response_model=Results, responses=error_responses(404))
-    def similar(image_id: int, limit: int = LIMIT, offset: int = OFFSET) -> dict:
+    def similar(image_id: int, limit: int = LIMIT, offset: int = OFFSET,
+                filters: SearchFilters = Depends(filter_params)) -> dict:
         with backend.read_lock:
-            found = backend.library.similar(image_id, limit, offset)
+            found = backend.library.similar(image_id, limit, offset, filters=filters or None)
         return backend.hits(found)
 
     @app.get("/api/images/{image_id}", response_model=ImageRecord, responses=error_responses(404))
@@ -208,10 +226,10 @@ def _api(app: FastAPI, backend: Backend, config: ServerConfig) -> None:
         row = backend.row(image_id)
         if not media.unchanged(row):
             raise ImageNotFoundError(f"image {image_id} is gone or changed since it was indexed")
+        with backend.read_lock:
+            details = asdict(backend.library.show(row.id))
         width, height = _dims(row, backend.dims)
-        extra = {k: v for k, v in row.extra.items() if k not in ("width", "height") and not isinstance(v, bytes)}
-        return {"id": row.id, "path": os.fsdecode(row.path), "size": row.size, "width": width, "height": height,
-                "modified_at": row.mtime_ns / 1e9, "indexed_at": row.indexed_at, **_urls(row), **extra}
+        return {**details, "width": width, "height": height, **_urls(row)}
 
 
 def _media_routes(app: FastAPI, backend: Backend) -> None:

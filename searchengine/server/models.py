@@ -47,17 +47,28 @@ class Indexing(BaseModel):
 
 
 class ImageRecord(BaseModel):
-    """Core fields, then whatever metadata columns the catalog holds (taken_at, make, model...)."""
+    """What `searchengine show --json` says about the image, plus its URLs; metadata fields null when unknown."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(protected_namespaces=())
 
     id: int
     path: str
     size: int
+    mtime: str
+    indexed_at: str
+    content_hash: str
     width: int
     height: int
-    modified_at: float
-    indexed_at: float
+    format: Optional[str] = None
+    taken_at: Optional[str] = None
+    taken_at_source: Optional[str] = None
+    camera: Optional[str] = None
+    make: Optional[str] = None
+    model: Optional[str] = None
+    lens: Optional[str] = None
+    latitude: Optional[float] = None
+    longitude: Optional[float] = None
+    metadata_read: bool
     thumbnail: str
     preview: str
     file: str

@@ -13,6 +13,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
+FILTER_FIELDS = ("after", "before", "in", "camera", "near", "format", "orientation")
 MAX_LIMIT = 1000
 MAX_OFFSET = 100_000
 ENVELOPE_BYTES = 64 * 1024  # multipart boundaries, headers and the small fields around the image
@@ -28,6 +29,7 @@ UPLOAD_SCHEMA = {
                 "image": {"type": "string", "format": "binary", "description": "any image file"},
                 "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50},
                 "offset": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
+                **{name: {"type": "string", "maxLength": 200} for name in FILTER_FIELDS},
             },
         }}},
     }
@@ -46,6 +48,7 @@ class Upload:
     data: bytes
     limit: int
     offset: int
+    filters: object = None  # SearchFilters
 
 
 async def read_upload(request: Request, max_bytes: int) -> Upload:
@@ -62,9 +65,10 @@ async def read_upload(request: Request, max_bytes: int) -> Upload:
     except MultiPartException as exc:
         raise UploadError(400, f"bad multipart body: {exc.message}") from None
     try:
-        unknown = sorted(set(form.keys()) - {"image", "limit", "offset"})
+        unknown = sorted(set(form.keys()) - {"image", "limit", "offset", *FILTER_FIELDS})
         if unknown:
-            raise UploadError(400, f"unknown form field {unknown[0][:40]!r} (expected image, limit, offset)")
+            raise UploadError(400, f"unknown form field {unknown[0][:40]!r} (expected image, limit, offset, "
+                                   "or a filter)")
         image = form.get("image")
         if not isinstance(image, UploadFile):
             raise UploadError(400, "no file in the `image` field")
@@ -72,7 +76,7 @@ async def read_upload(request: Request, max_bytes: int) -> Upload:
         if len(data) > max_bytes:
             raise UploadError(413, f"upload too large (limit {max_bytes // (1 << 20)} MB)")
         return Upload(data, _int_field(form.get("limit"), "limit", 50, 1, MAX_LIMIT),
-                      _int_field(form.get("offset"), "offset", 0, 0, MAX_OFFSET))
+                      _int_field(form.get("offset"), "offset", 0, 0, MAX_OFFSET), _filters(form))
     finally:
         await form.close()
 
@@ -84,6 +88,21 @@ async def _capped(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[byt
         if seen > limit:
             raise UploadError(413, f"upload too large (limit {limit // (1 << 20)} MB)")
         yield chunk
+
+
+def _filters(form) -> object:
+    from searchengine.filters import FilterError, SearchFilters
+
+    values = {}
+    for name in FILTER_FIELDS:
+        value = form.get(name)
+        if value is not None and not isinstance(value, str) or isinstance(value, str) and len(value) > 4096:
+            raise UploadError(400, f"`{name}` must be a short text")
+        values["folder" if name == "in" else name] = value or None
+    try:
+        return SearchFilters.parse(**values)
+    except FilterError as exc:
+        raise UploadError(400, str(exc)) from None
 
 
 def _int_field(value: object, name: str, default: int, low: int, high: int) -> int:

@@ -144,11 +144,13 @@
     const facts = [["Score", hit.score.toFixed(4)]];
     if (hit.width && hit.height) facts.push(["Size", hit.width + " × " + hit.height + (record ? " · " + bytes(record.size) : "")]);
     if (record) {
-      const taken = record.taken_at || record.date_taken;
-      facts.push(["Date", taken ? String(taken) : new Date(record.modified_at * 1000).toLocaleString() + " (file)"]);
-      const camera = [record.make, record.model].filter(Boolean).join(" ");
-      if (camera) facts.push(["Camera", camera]);
+      facts.push(["Date", record.taken_at || new Date(record.mtime).toLocaleString() + " (file)"]);
+      if (record.camera) facts.push(["Camera", record.camera]);
       if (record.lens) facts.push(["Lens", record.lens]);
+      if (record.format) facts.push(["Format", record.format.toUpperCase()]);
+      if (record.latitude != null && record.longitude != null) {
+        facts.push(["Place", record.latitude.toFixed(5) + ", " + record.longitude.toFixed(5)]);
+      }
     }
     const dl = $("facts");
     dl.replaceChildren();
