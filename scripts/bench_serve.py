@@ -82,10 +82,19 @@ def percentiles(times: list[float]) -> dict:
 
 
 def latencies(server: Server, queries: int) -> dict:
+    """HTTP and in-process text queries interleaved (same texts, same moment), then similar and thumbnails."""
+    from searchengine.library import Library
+
     conn = server.connection()
     first = json.loads(get(conn, "/api/search?q=warm-up&limit=50")[1])["results"]
-    texts = query_texts(queries, seed=int(time.time()))
-    text = [timed(conn, f"/api/search?q={t.replace(' ', '%20')}&limit=50") for t in texts]
+    lib = Library.open(server.library)
+    lib.search(text="warm-up", limit=50)
+    text, local = [], []
+    for t in query_texts(2 * queries, seed=int(time.time())):
+        text.append(timed(conn, f"/api/search?q={t.replace(' ', '%20')}&limit=50"))
+        started = time.perf_counter()
+        lib.search(text=t + " again", limit=50)
+        local.append((time.perf_counter() - started) * 1000)
     ids = [h["id"] for h in first]
     similar = [timed(conn, f"/api/images/{ids[k % len(ids)]}/similar?limit=50") for k in range(queries)]
     real = real_thumbnails(conn)
@@ -94,21 +103,7 @@ def latencies(server: Server, queries: int) -> dict:
     thumbs = [timed(conn, real[k % len(real)]) for k in range(queries * 4)]
     conn.close()
     return {"text": percentiles(text), "similar": percentiles(similar), "thumbnail": percentiles(thumbs),
-            "in_process_text": in_process(server.library, texts)}
-
-
-def in_process(library: Path, texts: list[str]) -> dict:
-    """The same text queries through the Python API in this process: what HTTP adds is the difference."""
-    from searchengine.library import Library
-
-    lib = Library.open(library)
-    lib.search(text="warm-up", limit=50)
-    times = []
-    for text in texts:
-        started = time.perf_counter()
-        lib.search(text=text, limit=50)
-        times.append((time.perf_counter() - started) * 1000)
-    return percentiles(times)
+            "in_process_text": percentiles(local)}
 
 
 def real_thumbnails(conn) -> list[str]:

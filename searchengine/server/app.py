@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Any, Optional
@@ -23,6 +24,7 @@ from searchengine.server.models import ImageRecord, Indexing, Results, Status, e
 from searchengine.server.security import AccessPolicy, Guard
 from searchengine.server.uploads import MAX_LIMIT, MAX_OFFSET, UPLOAD_SCHEMA, UploadError, check_image, read_upload
 
+TEXT_VECTORS_KEPT = 256
 LONG_CACHE = "private, max-age=31536000, immutable"
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/static/app.js": ("app.js", "text/javascript"),
           "/static/style.css": ("style.css", "text/css"), "/static/icon.svg": ("icon.svg", "image/svg+xml")}
@@ -63,6 +65,20 @@ class Backend:
     read_lock: threading.Lock = field(default_factory=threading.Lock)
     encode_lock: threading.Lock = field(default_factory=threading.Lock)
     dims: media.Dimensions = field(default_factory=media.Dimensions)
+    texts: "OrderedDict[str, object]" = field(default_factory=OrderedDict)
+
+    def text_vector(self, text: str):
+        """The query vector of a text; the page asks again for each further page of a search, so keep a few."""
+        with self.encode_lock:
+            vector = self.texts.get(text)
+            if vector is None:
+                vector = self.library.text_vector(text)
+                self.texts[text] = vector
+                if len(self.texts) > TEXT_VECTORS_KEPT:
+                    self.texts.popitem(last=False)
+            else:
+                self.texts.move_to_end(text)
+            return vector
 
     def row(self, image_id: int) -> ImageRow:
         with self.read_lock:
@@ -194,9 +210,7 @@ def _api(app: FastAPI, backend: Backend, config: ServerConfig) -> None:
                     filters: SearchFilters = Depends(filter_params)) -> dict:
         if not q.strip():
             raise QueryError("the query text is empty")
-        with backend.encode_lock:
-            vector = backend.library.text_vector(q)
-        return backend.search_vector(vector, limit, offset, filters)
+        return backend.search_vector(backend.text_vector(q), limit, offset, filters)
 
     @app.post("/api/search", response_model=Results, responses=error_responses(413, 415),
               openapi_extra=UPLOAD_SCHEMA)
