@@ -52,7 +52,21 @@ def m002_image_count(conn: "Connection") -> None:
     conn.exec_driver_sql("INSERT INTO meta (key, value) SELECT 'image_count', count(*) FROM images")
 
 
+def m003_vanished(conn: "Connection") -> None:
+    # Rows removed because their file vanished, kept until the run ends so a moved file can claim its entry.
+    conn.exec_driver_sql(
+        """CREATE TABLE vanished (
+            id INTEGER PRIMARY KEY,
+            path BLOB NOT NULL,
+            content_hash BLOB NOT NULL,
+            embedding BLOB NOT NULL
+        )"""
+    )
+    conn.exec_driver_sql("CREATE INDEX vanished_hash ON vanished (content_hash)")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", m001_initial),
     ("002_image_count", m002_image_count),
+    ("003_vanished", m003_vanished),
 ]

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.catalog import Catalog
+from indexer.catalog_moves import Claim
 from indexer.imaging import ImageDecodeError, PreprocessConfig, decode_and_preprocess
 from indexer.plan import Task
 
@@ -31,6 +32,7 @@ class Prepared:
     embedding: np.ndarray | None = None
     error: str | None = None
     vanished: bool = False  # deleted since the scan: an error to report, not a failure to record
+    claim: Claim | None = None  # a moved file's old entry, which this new path takes over
 
 
 class Preparer:
@@ -54,8 +56,11 @@ class Preparer:
         if not data:
             result.error = "empty file"
             return result
-        result.embedding = self._read_only_catalog().embedding_by_hash(result.content_hash)
-        if result.embedding is None:
+        reusable = self._read_only_catalog().reusable(result.content_hash)
+        if reusable is not None:
+            result.embedding = reusable.embedding
+            result.claim = reusable.claim if task.existing_id is None else None
+        else:
             try:
                 result.pixels = decode_and_preprocess(data, self.cfg)
             except ImageDecodeError as exc:

@@ -97,7 +97,7 @@ def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, i
     else:
         click.echo(f"added {summary.added}, updated {summary.updated}, removed {summary.removed}, "
                    f"unchanged {summary.unchanged}, failed {summary.failed} "
-                   f"({summary.reused} reused by content, {summary.images_per_s:.1f} images/s, "
+                   f"({summary.reused} reused by content, {summary.moved} moved, {summary.images_per_s:.1f} images/s, "
                    f"{summary.seconds:.1f} s)", err=True)
 
 
@@ -106,9 +106,11 @@ def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, i
 @click.option("--image", type=click.Path(dir_okay=False), default=None, help="Find images like this image file.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100000))
 @click.option("--exact", is_flag=True, help="Exhaustive search over every stored embedding.")
+@click.option("--null", "null", is_flag=True,
+              help="Print only paths, each ended by a NUL byte (for xargs -0), instead of score<TAB>path lines.")
 @library_option
 @json_option
-def search(text, image, limit, exact, library_dir, as_json) -> None:
+def search(text, image, limit, exact, null, library_dir, as_json) -> None:
     """Search by TEXT, or by an image with --image."""
     if text is not None and image is not None:
         raise click.UsageError("give TEXT or --image, not both")
@@ -119,7 +121,23 @@ def search(text, image, limit, exact, library_dir, as_json) -> None:
         click.echo(json.dumps([{"path": h.path, "score": round(h.score, 6)} for h in hits]))
         return
     for hit in hits:
-        _write_line(f"{hit.score:.4f}\t".encode() + os.fsencode(hit.path))
+        if null:
+            _write(os.fsencode(hit.path) + b"\0")
+        else:
+            _write(f"{hit.score:.4f}\t".encode() + escape_path(os.fsencode(hit.path)) + b"\n")
+
+
+@main.command()
+@library_option
+@json_option
+def repair(library_dir, as_json) -> None:
+    """Rebuild the vector index from the catalog (a damaged or missing index file, or one to retrain)."""
+    summary = Library.open(library_dir).repair()
+    if as_json:
+        click.echo(json.dumps(asdict(summary)))
+    else:
+        click.echo(f"rebuilt the {summary.index} vector index of {summary.images} images in {summary.seconds:.1f} s",
+                   err=True)
 
 
 @main.command()
@@ -139,7 +157,7 @@ def status(library_dir, failures, as_json) -> None:
         if key != "failures":
             click.echo(f"{key}: {value}")
     for item in figures.get("failures", []):
-        _write_line(b"failed\t" + os.fsencode(item["path"]) + b"\t" + item["reason"].encode())
+        _write(b"failed\t" + escape_path(os.fsencode(item["path"])) + b"\t" + item["reason"].encode() + b"\n")
 
 
 @main.command()
@@ -163,10 +181,20 @@ def embed(text, images, model, pretrained, library_dir, as_json) -> None:
         click.echo(json.dumps(vector.tolist()))
 
 
-def _write_line(data: bytes) -> None:
+_ESCAPES = {b"\\": b"\\\\", b"\t": b"\\t", b"\n": b"\\n", b"\r": b"\\r"}
+
+
+def escape_path(path: bytes) -> bytes:
+    """A path fit for one tab-separated line: backslash, tab, newline and carriage return written as escapes."""
+    for raw, escaped in _ESCAPES.items():  # backslash first, so the escapes' own backslashes stay as they are
+        path = path.replace(raw, escaped)
+    return path
+
+
+def _write(data: bytes) -> None:
     """Paths go out as the file system's bytes, so names that are not UTF-8 survive a pipe."""
     sys.stdout.flush()
-    sys.stdout.buffer.write(data + b"\n")
+    sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
 
 

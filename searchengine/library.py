@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -12,6 +13,7 @@ import numpy as np
 from indexer.catalog import Catalog
 from indexer.errors import LibraryNotFoundError, ModelMismatchError, QueryError, SearchEngineError
 from indexer.scan import absolute
+from searchengine.ranking import rank
 
 if TYPE_CHECKING:
     from indexer.model import ClipModel, ModelSpec
@@ -52,6 +54,14 @@ class SearchHit:
     path: str
     score: float
     id: int
+
+
+@dataclass
+class RepairSummary:
+    library: str
+    images: int
+    index: str
+    seconds: float
 
 
 @dataclass
@@ -102,9 +112,10 @@ class Library:
         """Index image files under `paths`. `image_precision` ("fp32", or opt-in "int8") is fixed at creation."""
         from indexer.lock import writer_lock
         from indexer.model import ModelSpec
-        from indexer.pipeline import IndexOptions, run_pipeline
+        from indexer.pipeline import IndexOptions, commit_removals, run_pipeline
         from indexer.plan import make_plan
 
+        started = time.monotonic()
         reporter = reporter or _Quiet()
         roots = [absolute(p) for p in paths]
         for root, given in zip(roots, paths):
@@ -118,16 +129,33 @@ class Library:
             self._check_model(catalog, model, pretrained)
             self._check_precision(catalog, image_precision)
             store = self._index_store(catalog)
-            store.current()  # repair a damaged or stale index before adding to it
-            plan = make_plan(catalog, roots, exclude, reporter.skipped)
+            store.start_run()
+            save_now_and_then = lambda: store.save_every(INDEX_SAVE_SECONDS)  # noqa: E731
+
+            def remove(ids: list[int], failures: list[bytes]) -> None:
+                commit_removals(catalog, ids, failures)
+                save_now_and_then()
+
+            plan = make_plan(catalog, roots, exclude, reporter.skipped, remove)
             try:
                 summary = run_pipeline(catalog, plan, self._loaded_model, options or IndexOptions(),
-                                       reporter, lambda: store.save_every(INDEX_SAVE_SECONDS))
+                                       reporter, save_now_and_then)
             finally:
                 plan.close()
-            store.save()
+            store.finish()
             self._export_text_tower_if_missing()
+        summary.seconds = time.monotonic() - started
         return summary
+
+    def repair(self) -> "RepairSummary":
+        """Rebuild the vector index from the catalog (training the ANN kind as the size calls for) and save it."""
+        from indexer.lock import writer_lock
+
+        started = time.monotonic()
+        self._readable_catalog()  # a missing library is reported as such
+        with writer_lock(self.folder / LOCK_FILE, self.notice):
+            index = self._index_store(self._writable_catalog()).repair()
+        return RepairSummary(str(self.folder), index.ntotal, index.kind, time.monotonic() - started)
 
     def _create(self, spec: "ModelSpec", image_precision: str) -> None:
         """Load the model first: weights that cannot be had leave no half-made library behind."""
@@ -186,17 +214,22 @@ class Library:
         return self.search_vector(query[0], limit, exact)
 
     def search_vector(self, vector: np.ndarray, limit: int = 20, exact: bool = False) -> list[SearchHit]:
+        """The best `limit` images whose files still exist, best first (any limit, on any kind of index)."""
         catalog = self._readable_catalog()
         dim = int(catalog.meta()["dim"])
         query = np.asarray(vector, dtype=np.float32).reshape(1, dim)
-        if exact:
-            scores, ids = _exact_search(catalog, query, dim, limit)
-        else:
-            index = self._readable_index()
-            scores, ids = index.search(query, limit, rerank=lambda wanted: catalog.vectors_for(wanted, dim))
-        paths = catalog.paths_for([int(i) for i in ids[0] if i >= 0])
-        hits = [SearchHit(os.fsdecode(paths[int(i)]), float(s), int(i))
-                for s, i in zip(scores[0], ids[0]) if int(i) in paths]
+        index = None if exact else self._readable_index()
+        total = catalog.image_count()
+        want, fetch = min(limit, total), min(limit, total)
+        while True:
+            scores, ids = rank(catalog, index, query, fetch, dim)
+            hits, missing = _existing_hits(catalog, scores, ids)
+            if len(hits) >= want or fetch >= total:
+                break
+            fetch = min(total, 2 * fetch + missing)
+        if missing:
+            self.notice(f"{missing} result(s) skipped: their files no longer exist "
+                        "(`searchengine index` on their folder will remove them)")
         return hits[:limit]
 
     # --- status and embeddings ------------------------------------------------------------------------------------
@@ -264,13 +297,15 @@ class Library:
         return self._store
 
     def _readable_index(self):
-        """The index as of the latest commit; a reader that had to repair it saves it when no writer runs."""
+        """The index as of the latest commit, or None (answer exactly). A reader that rebuilt or caught up a
+        small flat index saves it for the next reader when no writer runs; larger ones are left to writers."""
+        from indexer.vector_index import FLAT
+
         store = self._index_store(self._readable_catalog())
         before = store.index.seq if store.index is not None else None
-        index = store.current()
-        if index.seq != before and index.seq != store.saved_seq:
+        index = store.for_query()
+        if index is not None and index.kind == FLAT and index.seq not in (before, store.saved_seq):
             self._save_if_no_writer(store)
-            index = store.index  # save() brought it up to date (or, refused, left it as it was)
         return index
 
     def _writer_active(self) -> bool:
@@ -315,9 +350,16 @@ class _Quiet:
     def advance(self, n: int) -> None: ...
 
 
-def _exact_search(catalog: Catalog, query: np.ndarray, dim: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """Brute force over every stored embedding: the reference any index is measured against."""
-    changes = catalog.changes(dim)
-    scores = changes.vectors @ query[0]
-    top = np.argsort(-scores, kind="stable")[:limit]
-    return scores[top][None, :], changes.ids[top][None, :]
+def _existing_hits(catalog: Catalog, scores: np.ndarray, ids: np.ndarray) -> tuple[list[SearchHit], int]:
+    """Hits whose files exist now (a stat each), and how many were skipped because theirs are gone."""
+    paths = catalog.paths_for([int(i) for i in ids[0] if i >= 0])
+    hits, missing = [], 0
+    for score, image_id in zip(scores[0], ids[0]):
+        path = paths.get(int(image_id))
+        if path is None:
+            continue
+        if not os.path.exists(path):
+            missing += 1
+            continue
+        hits.append(SearchHit(os.fsdecode(path), float(score), int(image_id)))
+    return hits, missing
