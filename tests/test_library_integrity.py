@@ -198,3 +198,22 @@ def test_plain_output_escapes_tabs_and_newlines_and_null_output_is_exact(photos,
     null = run("search", "a photo", "--limit", "13", "--null").stdout_bytes
     assert null.endswith(b"\0")
     assert sorted(null[:-1].split(b"\0")) == sorted(os.fsencode(p) for p in photos.rglob("*.png"))
+
+
+# --- 4. reads by id take any number of ids (SQLite caps one statement at 32,766 parameters) ---------------------
+def test_catalog_reads_take_more_ids_than_sqlite_parameters(photos, isolated):
+    import numpy as np
+
+    from indexer.catalog import Catalog
+
+    catalog = Catalog.open(isolated / "library" / "catalog.sqlite", writable=False)
+    try:
+        known = sorted(rows(isolated / "library").values())
+        wanted = list(range(100_000, 140_000)) + known
+        assert sorted(catalog.paths_for(wanted)) == known
+        vectors = catalog.vectors_for(np.array(wanted), 32)
+        assert vectors.shape == (len(wanted), 32)
+        assert np.allclose(np.linalg.norm(vectors[-len(known):], axis=1), 1, atol=1e-5)
+        assert not vectors[:40_000].any()
+    finally:
+        catalog.close()
