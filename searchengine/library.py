@@ -18,6 +18,7 @@ from searchengine.ranking import rank
 if TYPE_CHECKING:
     from indexer.model import ClipModel, ModelSpec
     from indexer.pipeline import IndexOptions, IndexSummary, Reporter
+    from searchengine.expression import Term
 
 # Imports of the indexing side (torch wrapper, PIL, filelock, workers) stay inside the methods that need
 # them: a cold query pays only for what answering costs.
@@ -201,17 +202,43 @@ class Library:
 
     # --- searching --------------------------------------------------------------------------------------------
     def search(self, text: str | None = None, image: str | None = None, limit: int = 20,
-               exact: bool = False) -> list[SearchHit]:
-        if (text is None) == (image is None):
-            raise QueryError("give either a text or an image to search for")
+               exact: bool = False, *, terms: "Sequence[Term] | None" = None, min_score: float | None = None,
+               cutoff: str | None = None) -> list[SearchHit]:
+        """By a text, an image file, or weighted `terms` (query arithmetic, see searchengine.expression).
+
+        `min_score` drops hits scoring below it; `cutoff="auto"` keeps only hits that stand out from the
+        library's scores for this query (searchengine.cutoff).
+        """
+        if sum(q is not None for q in (text, image, terms)) != 1:
+            raise QueryError("give either a text, an image or query terms to search for")
         if limit < 1:
             raise QueryError("--limit must be at least 1")
+        if cutoff not in (None, "off", "auto"):
+            raise QueryError(f"unknown cutoff {cutoff!r} (known: off, auto)")
         catalog = self._readable_catalog()
         if catalog.image_count() == 0:
             raise QueryError(f"library {self.folder} has no images yet; run `searchengine index FOLDER` first")
-        query = self._query_encoder().texts([text]) if text is not None else \
-            self._query_encoder().image_file(image, catalog)
-        return self.search_vector(query[0], limit, exact)
+        if terms is not None:
+            query = self.query_vector(terms)[None, :]
+        else:
+            query = self._query_encoder().texts([text]) if text is not None else \
+                self._query_encoder().image_file(image, catalog)
+        hits = self.search_vector(query[0], limit, exact)
+        if min_score is None and cutoff in (None, "off"):
+            return hits
+        from searchengine.cutoff import cut
+
+        return cut(hits, query[0], catalog, min_score, cutoff)
+
+    def query_vector(self, terms: "Sequence[Term]", reuse_stored: bool = True) -> np.ndarray:
+        """The unit query vector of weighted terms (indexed, unchanged image files use their stored embedding)."""
+        from searchengine.expression import combine
+
+        if not terms:
+            raise QueryError("no query terms given")
+        catalog = self._readable_catalog() if self.exists() else None
+        vectors = self._query_encoder().terms(terms, catalog, reuse_stored)
+        return combine(vectors, [t.weight for t in terms])
 
     def search_vector(self, vector: np.ndarray, limit: int = 20, exact: bool = False) -> list[SearchHit]:
         """The best `limit` images whose files still exist, best first (any limit, on any kind of index)."""
@@ -257,6 +284,12 @@ class Library:
         encoder = self._query_encoder()
         out = list(encoder.texts(texts)) if texts else []
         return out + (list(encoder.image_files(images)) if images else [])
+
+    def embed_terms(self, terms: "Sequence[Term]", model: str | None = None,
+                    pretrained: str | None = None) -> np.ndarray:
+        """The combined query vector of `terms`, every image encoded afresh as `embed` does."""
+        self.embed((), (), model, pretrained)  # checks or loads the model
+        return self.query_vector(terms, reuse_stored=False)
 
     # --- plumbing ------------------------------------------------------------------------------------------------
     def _spec(self, catalog: Catalog) -> "ModelSpec":
