@@ -241,6 +241,25 @@ class VectorIndex:
         scores[ids < 0] = MISSING_SCORE
         return np.ascontiguousarray(scores), np.ascontiguousarray(ids)
 
+    def range_search(self, queries: np.ndarray, min_score: float,
+                     nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every stored vector scoring >= `min_score` with each query: faiss's (lims, scores, ids) layout.
+
+        Hits of query i are scores[lims[i]:lims[i+1]]. ANN kinds scan `nprobe` cells (default: the search
+        setting) and score with their 8-bit codes, so callers re-score near `min_score` if it matters.
+        """
+        queries = _as_vectors(queries, self.dim)
+        if not self.ntotal:
+            return np.zeros(len(queries) + 1, np.int64), np.empty(0, np.float32), np.empty(0, np.int64)
+        saved = self.nprobe
+        if nprobe is not None:
+            self.nprobe = nprobe
+        try:
+            lims, scores, ids = self._index.range_search(queries, float(min_score))
+        finally:
+            self.nprobe = saved
+        return np.asarray(lims, np.int64), np.asarray(scores, np.float32), np.asarray(ids, np.int64)
+
     def should_rebuild(self, total: int) -> bool:
         """True when a collection of `total` vectors has outgrown this index (or shrunk back to exact size)."""
         if self.kind == FLAT:

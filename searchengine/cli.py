@@ -250,6 +250,27 @@ def _single_term(raw: str | None, force_text: bool) -> tuple[list[str], list[str
     return ([], [str(term.value)]) if term.kind == IMAGE else ([str(term.value)], [])
 
 
+@main.command()
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Cosine similarity from which two images are near-duplicates (default 0.95).")
+@library_option
+@json_option
+def duplicates(threshold, library_dir, as_json) -> None:
+    """Groups of identical or near-identical images (resized, re-encoded, lightly cropped copies), most first."""
+    groups = Library.open(library_dir).duplicates(threshold)
+    if as_json:
+        click.echo(json.dumps([asdict(g) for g in groups]))
+        return
+    for n, group in enumerate(groups, 1):
+        how = "identical files" if group.identical else f"similarity >= {group.similarity:.4f}"
+        click.echo(f"{'' if n == 1 else chr(10)}# group {n}: {len(group.images)} images, {how}")
+        for image in group.images:
+            size = f"{image.width}x{image.height}" if image.width and image.height else "-"
+            _write(f"{image.size}\t{size}\t{image.taken_at or image.modified}\t".encode()
+                   + escape_path(os.fsencode(image.path)) + b"\n")
+    click.echo(f"{len(groups)} groups, {sum(len(g.images) for g in groups)} images", err=True)
+
+
 _ESCAPES = {b"\\": b"\\\\", b"\t": b"\\t", b"\n": b"\\n", b"\r": b"\\r"}
 
 

@@ -68,7 +68,7 @@ def cut(hits: list, query: np.ndarray, catalog, min_score: float | None = None, 
     if min_score is not None:
         hits = [h for h in hits if h.score >= min_score]
     if mode == "auto" and hits:
-        from indexer.catalog_sample import sample_vectors
+        from indexer.catalog_bulk import sample_vectors
 
         dim = int(catalog.meta()["dim"])
         sample = sample_vectors(catalog, SAMPLE_SIZE, dim)

@@ -18,6 +18,7 @@ from searchengine.ranking import rank
 if TYPE_CHECKING:
     from indexer.model import ClipModel, ModelSpec
     from indexer.pipeline import IndexOptions, IndexSummary, Reporter
+    from searchengine.duplicates import DuplicateGroup
     from searchengine.expression import Term
 
 # Imports of the indexing side (torch wrapper, PIL, filelock, workers) stay inside the methods that need
@@ -258,6 +259,15 @@ class Library:
             self.notice(f"{missing} result(s) skipped: their files no longer exist "
                         "(`searchengine index` on their folder will remove them)")
         return hits[:limit]
+
+    def duplicates(self, threshold: float | None = None) -> list["DuplicateGroup"]:
+        """Groups of identical files and near-identical images (cosine >= threshold), most images first."""
+        from searchengine.duplicates import DEFAULT_THRESHOLD, find_duplicates
+
+        catalog = self._readable_catalog()
+        if catalog.image_count() == 0:
+            return []
+        return find_duplicates(catalog, self._readable_index(), DEFAULT_THRESHOLD if threshold is None else threshold)
 
     # --- status and embeddings ------------------------------------------------------------------------------------
     def status(self) -> LibraryStatus:
