@@ -267,7 +267,14 @@ class Library:
         catalog = self._readable_catalog()
         if catalog.image_count() == 0:
             return []
-        return find_duplicates(catalog, self._readable_index(), DEFAULT_THRESHOLD if threshold is None else threshold)
+        index = self._readable_index()
+        if index is None:  # a large library whose index file is unusable: a reader builds one for this run only
+            from indexer.vector_index import VectorIndex
+
+            self.notice("building a vector index in memory for this run (`searchengine repair` saves one)")
+            changes = catalog.changes(int(catalog.meta()["dim"]))
+            index = VectorIndex.build(int(catalog.meta()["dim"]), changes.ids, changes.vectors, seq=changes.seq)
+        return find_duplicates(catalog, index, DEFAULT_THRESHOLD if threshold is None else threshold)
 
     # --- status and embeddings ------------------------------------------------------------------------------------
     def status(self) -> LibraryStatus:

@@ -132,3 +132,16 @@ def test_range_search_groups_equal_brute_force(isolated, kind):
     assert sum(g.identical for g in groups) == 10
     assert all(0.98 <= g.similarity <= 1.0 for g in groups)
     catalog.close()
+
+
+def test_a_library_without_a_usable_index_still_answers(isolated, monkeypatch):
+    rng = np.random.default_rng(5)
+    base = unit(rng.normal(size=(300, 32)))
+    vectors = np.concatenate([base, unit(base[:20] + 0.01 * rng.normal(size=(20, 32)))])
+    ids = planted_library(isolated / "lib", vectors)
+    library = Library.open(isolated / "lib", notice=lambda m: None)
+    expected = sorted(sorted(i.id for i in g.images) for g in library.duplicates(0.99))
+    assert expected == brute_force_groups(vectors, ids, 0.99) and len(expected) == 20
+    fresh = Library.open(isolated / "lib", notice=lambda m: None)
+    monkeypatch.setattr(fresh, "_readable_index", lambda: None)  # what a large library with a damaged file gets
+    assert sorted(sorted(i.id for i in g.images) for g in fresh.duplicates(0.99)) == expected
