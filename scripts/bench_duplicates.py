@@ -1,10 +1,10 @@
 """Benchmark `searchengine duplicates` on a synthetic library with planted near-copies.
 
 The library holds N CLIP-like embeddings (bench_search's geometry: nearest distinct image at cosine ~0.77),
-of which P are near-copies of other images (noise of norm 0.1-0.31 added: cosine to their original ~0.955-0.995,
-just above the default threshold 0.95) and E are byte-identical copies (same embedding, same content hash). The catalog is
-written directly (no model, no files) and its vector index built once, as `index` leaves it; then the
-`duplicates --json` command runs in a fresh process, timed, with its peak RSS.
+of which P are near-copies of other images (noise of norm 0.1-0.31 added: cosine to their original
+~0.955-0.995, just above the default threshold 0.95) and E are byte-identical copies (same embedding, same
+content hash). The catalog is written directly (no model, no files) and its vector index built once, as
+`index` leaves it; then the `duplicates --json` command runs in a fresh process, timed, with its peak RSS.
 
 Reports wall time, peak RSS, planted pairs found in one group (recall), and groups holding two unplanted
 images (false merges). The last line printed is one JSON object.
@@ -33,6 +33,17 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from bench_search import synthetic, unit  # noqa: E402
 
 BATCH = 5000
+_PEAK_REPORTING_CLI = """
+import json, runpy, sys
+sys.argv = json.loads(sys.argv[1])
+try:
+    runpy.run_module("searchengine", run_name="__main__")
+except SystemExit as exc:
+    if exc.code:
+        raise
+peak = [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
+print(f"peak_kb={peak}", file=sys.stderr)
+"""
 
 
 def planted(n: int, copies: int, identical: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,16 +84,22 @@ def build_index(folder: Path) -> tuple[str, float]:
     return summary.index, summary.seconds
 
 
-def run_duplicates(folder: Path, threshold: float | None) -> tuple[list, float, float]:
-    command = [sys.executable, "-m", "searchengine", "duplicates", "--json", "--library", str(folder)]
+def run_duplicates(folder: Path, threshold: float | None) -> tuple[list, float, float, float]:
+    """(groups, wall seconds, CPU seconds, peak RSS MB) of one `duplicates --json` process."""
+    argv = ["searchengine", "duplicates", "--json", "--library", str(folder)]
     if threshold is not None:
-        command += ["--threshold", str(threshold)]
+        argv += ["--threshold", str(threshold)]
+    # The child reports its own peak RSS: RUSAGE_CHILDREN's would count this (large) process, forked before exec.
+    command = [sys.executable, "-c", _PEAK_REPORTING_CLI, json.dumps(argv)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, env=env, check=True)
     seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return json.loads(result.stdout), seconds, peak_mb
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    peak_kb = int(result.stderr.decode().rsplit("peak_kb=", 1)[1].split()[0])
+    return json.loads(result.stdout), seconds, cpu, peak_kb / 1024
 
 
 def score(groups: list, origin: np.ndarray, copies: int, identical: int) -> dict:
@@ -121,9 +138,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"catalog written in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     kind, index_seconds = build_index(folder)
     del vectors
-    groups, seconds, peak_mb = run_duplicates(folder, args.threshold)
+    groups, seconds, cpu, peak_mb = run_duplicates(folder, args.threshold)
     figures = {"images": args.n, "index": kind, "index_build_s": round(index_seconds, 1),
-               "duplicates_s": round(seconds, 2), "duplicates_peak_rss_mb": round(peak_mb),
+               "duplicates_s": round(seconds, 2), "duplicates_cpu_s": round(cpu, 2),
+               "duplicates_peak_rss_mb": round(peak_mb), "load_average": round(os.getloadavg()[0], 1),
                "threshold": args.threshold, **score(groups, origin, args.copies, args.identical),
                "cpus": os.cpu_count()}
     print(json.dumps(figures))

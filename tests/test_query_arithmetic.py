@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -137,3 +138,23 @@ def test_query_errors_are_one_line(indexed, args, message):
     result = run(*args, ok=False)
     assert result.exit_code != 0 and message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_text_arithmetic_stays_off_torch_pil_and_sqlalchemy(indexed, isolated):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['searchengine', 'search', '2:a dog', '-', 'a cat', '--cutoff', 'auto', '--json']\n"
+        "try:\n    runpy.run_module('searchengine', run_name='__main__')\nexcept SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "bad = {'torch', 'open_clip', 'sqlalchemy', 'PIL'} & set(sys.modules)\n"
+        "assert not bad, bad\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], cwd=isolated, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(repo)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("[")
