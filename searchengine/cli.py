@@ -104,8 +104,9 @@ def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, i
 @main.command()
 @click.argument("query", nargs=-1, metavar="[TEXT | FILE] [+|- TERM]...")
 @click.option("--image", type=click.Path(dir_okay=False), default=None, help="Find images like this image file.")
-@click.option("--add", multiple=True, metavar="TERM", help="A text or image file to add to the query (repeatable).")
-@click.option("--subtract", multiple=True, metavar="TERM", help="A text or image file to subtract (repeatable).")
+@click.option("--add", "-a", multiple=True, metavar="TERM", help="A text or image file to add (repeatable).")
+@click.option("--subtract", "--sub", "-s", multiple=True, metavar="TERM",
+              help="A text or image file to subtract (repeatable).")
 @click.option("--text", "force_text", is_flag=True, help="Read every term as text, even one naming a file.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100000))
 @click.option("--exact", is_flag=True, help="Exhaustive search over every stored embedding.")
@@ -202,8 +203,9 @@ def status(library_dir, failures, as_json) -> None:
 @main.command()
 @click.argument("query", nargs=-1, metavar="[TEXT | FILE] [+|- TERM]...")
 @click.option("--image", "images", multiple=True, type=click.Path(dir_okay=False), help="Image file (repeatable).")
-@click.option("--add", multiple=True, metavar="TERM", help="A text or image file to add to the query (repeatable).")
-@click.option("--subtract", multiple=True, metavar="TERM", help="A text or image file to subtract (repeatable).")
+@click.option("--add", "-a", multiple=True, metavar="TERM", help="A text or image file to add (repeatable).")
+@click.option("--subtract", "--sub", "-s", multiple=True, metavar="TERM",
+              help="A text or image file to subtract (repeatable).")
 @click.option("--text", "force_text", is_flag=True, help="Read every term as text, even one naming a file.")
 @click.option("--model", default=None, help="Model when there is no library (default ViT-B-32).")
 @click.option("--pretrained", default=None, help="Pretrained tag or checkpoint file when there is no library.")

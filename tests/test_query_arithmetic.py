@@ -99,6 +99,9 @@ def test_search_expression_equals_search_by_the_combined_vector(indexed):
     hits = json.loads(run("search", a, "-", "2:sports car", "+", "snow", "--json", "--limit", "8").stdout)
     same = json.loads(run("search", a, "--subtract", "2:sports car", "--add", "snow", "--json", "--limit", "8").stdout)
     assert hits == same
+    rclip_style = json.loads(run("search", a, "-s", "2:sports car", "-a", "snow", "--json", "--limit", "8").stdout)
+    assert rclip_style == hits == json.loads(run("search", a, "--sub", "2:sports car", "+", "snow", "--json",
+                                                 "--limit", "8").stdout)
     library = Library.open()
     vector = library.query_vector([Term(IMAGE, a), Term(TEXT, "sports car", -2), Term(TEXT, "snow")])
     expected = library.search_vector(vector, limit=8)
