@@ -18,6 +18,7 @@ import numpy as np
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
+from indexer.catalog_moves import MOVED, Claim, Reusable, find_reusable, forget_vanished, stash_removed, take_claim
 from indexer.durable import fsync_dir
 from indexer.errors import CatalogError
 from indexer.metadata import ImageMetadata
@@ -26,6 +27,8 @@ from indexer.catalog_metadata import write_metadata
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 60
+# SQLite allows 32,766 host parameters per statement; id lists are sent in chunks well below that.
+IDS_PER_QUERY = 900
 
 
 @dataclass
@@ -46,6 +49,7 @@ class StoredImage:
     embedding: np.ndarray
     existing_id: int | None = None
     metadata: ImageMetadata | None = None  # None: left for the next index run's header-only pass
+    claim: Claim | None = None  # the entry of a moved file this path takes over
 
 
 @dataclass
@@ -82,6 +86,14 @@ class Changes:
 
 def folder_of(path: bytes) -> bytes:
     return os.path.dirname(path)
+
+
+def _rows_for_ids(conn: Any, columns: str, ids: list[int]) -> Iterator[tuple]:
+    """`columns` of the images with these ids, a chunk of ids per statement (any number of ids)."""
+    for start in range(0, len(ids), IDS_PER_QUERY):
+        chunk = tuple(ids[start:start + IDS_PER_QUERY])
+        marks = ",".join("?" * len(chunk))
+        yield from conn.exec_driver_sql(f"SELECT {columns} FROM images WHERE id IN ({marks})", chunk)
 
 
 def check_sqlite_file(path: Path) -> None:
@@ -311,11 +323,15 @@ class Catalog:
                 (root, low, high, root, low, high))
             return {r[0] for r in rows}
 
-    def embedding_by_hash(self, content_hash: bytes) -> np.ndarray | None:
+    def reusable(self, content_hash: bytes) -> Reusable | None:
+        """A stored embedding for this content, with the entry a moved file takes over (catalog_moves)."""
         with self.read() as conn:
-            row = conn.exec_driver_sql(
-                "SELECT embedding FROM images WHERE content_hash=? LIMIT 1", (content_hash,)).fetchone()
-        return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
+            return find_reusable(conn, content_hash)
+
+    def forget_vanished(self) -> None:
+        """End of a complete run: removed entries that no moved file claimed are dropped for good."""
+        with self.write() as conn:
+            forget_vanished(conn)
 
     # --- writes ---------------------------------------------------------------------------------------------
     def apply(self, batch: BatchWrite) -> int:
@@ -332,6 +348,7 @@ class Catalog:
                     "INSERT OR REPLACE INTO failures (path, folder, size, mtime_ns, reason) VALUES (?,?,?,?,?)",
                     (failed.path, folder_of(failed.path), failed.size, failed.mtime_ns, failed.reason))
                 delta -= self._remove_path(conn, failed.path, seq)
+            stash_removed(conn, batch.removed_ids)
             for image_id in batch.removed_ids:
                 delta -= conn.exec_driver_sql("DELETE FROM images WHERE id=?", (image_id,)).rowcount
                 conn.exec_driver_sql("INSERT OR REPLACE INTO removed (id, seq) VALUES (?, ?)", (image_id, seq))
@@ -342,18 +359,20 @@ class Catalog:
 
     @staticmethod
     def _store(conn: "Connection", item: StoredImage, seq: int, now: float) -> int:
-        """Insert or update; 1 when the path is new."""
+        """Insert or update; returns the change in the image count."""
         new = conn.exec_driver_sql("SELECT 1 FROM images WHERE path=?", (item.path,)).fetchone() is None
+        reuse_id = take_claim(conn, item.claim) if new else None
         blob = np.ascontiguousarray(item.embedding, dtype=np.float32).tobytes()
         conn.exec_driver_sql(
-            "INSERT INTO images (path, folder, size, mtime_ns, content_hash, embedding, seq, indexed_at) "
-            "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(path) DO UPDATE SET size=excluded.size, "
+            "INSERT INTO images (id, path, folder, size, mtime_ns, content_hash, embedding, seq, indexed_at) "
+            "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(path) DO UPDATE SET size=excluded.size, "
             "mtime_ns=excluded.mtime_ns, content_hash=excluded.content_hash, embedding=excluded.embedding, "
             "seq=excluded.seq, indexed_at=excluded.indexed_at",
-            (item.path, folder_of(item.path), item.size, item.mtime_ns, item.content_hash, blob, seq, now))
+            (reuse_id, item.path, folder_of(item.path), item.size, item.mtime_ns, item.content_hash, blob, seq, now))
         write_metadata(conn, item.path, item.metadata)
         conn.exec_driver_sql("DELETE FROM failures WHERE path=?", (item.path,))
-        return int(new)
+        moved_here = reuse_id is not None and item.claim.kind == MOVED
+        return int(new) - int(moved_here)  # a moved entry left its old path: the count is unchanged
 
     @staticmethod
     def _remove_path(conn: "Connection", path: bytes, seq: int) -> int:
@@ -383,12 +402,8 @@ class Catalog:
 
     def paths_for(self, ids: list[int]) -> dict[int, bytes]:
         """Paths of the given ids that are in the catalog now, in one query."""
-        if not ids:
-            return {}
-        marks = ",".join("?" * len(ids))
         with self.read() as conn:
-            rows = conn.exec_driver_sql(f"SELECT id, path FROM images WHERE id IN ({marks})", tuple(ids))
-            return {int(i): p for i, p in rows}
+            return {int(i): p for i, p in _rows_for_ids(conn, "id, path", ids)}
 
     def vectors_for(self, ids: np.ndarray, dim: int) -> np.ndarray:
         """Stored embeddings for `ids` in that order (zeros for ids no longer present)."""
@@ -397,10 +412,8 @@ class Catalog:
         if not wanted:
             return out
         position = {int(i): n for n, i in enumerate(ids)}
-        marks = ",".join("?" * len(wanted))
         with self.read() as conn:
-            for image_id, blob in conn.exec_driver_sql(
-                    f"SELECT id, embedding FROM images WHERE id IN ({marks})", tuple(wanted)):
+            for image_id, blob in _rows_for_ids(conn, "id, embedding", wanted):
                 out[position[int(image_id)]] = np.frombuffer(blob, dtype=np.float32)
         return out
 
@@ -430,6 +443,14 @@ class Catalog:
             total = int(conn.exec_driver_sql("SELECT value FROM meta WHERE key='image_count'").scalar())
         removed_ids = np.fromiter((r[0] for r in removed), dtype=np.int64, count=len(removed))
         return Changes(seq, removed_ids, ids[:done], vectors[:done], total)
+
+    def embedding_chunks(self, dim: int, chunk: int = 20000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) of every image, `chunk` rows at a time, from one snapshot."""
+        with self.read() as conn:
+            result = conn.exec_driver_sql("SELECT id, embedding FROM images")
+            while rows := result.fetchmany(chunk):
+                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                yield ids, np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), dim)
 
     def failures(self) -> list[FailedFile]:
         with self.read() as conn:

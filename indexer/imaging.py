@@ -23,6 +23,22 @@ from indexer.metadata import ImageMetadata, read_metadata
 Image.MAX_IMAGE_PIXELS = 178_956_970
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
+
+def _register_heif() -> None:
+    """HEIC/HEIF through pi-heif (libheif + libde265, LGPL, decode-only); AVIF is Pillow's own (>= 11.3 wheels).
+
+    pi-heif applies the container's rotation and mirror and resets EXIF orientation to 1, so the
+    exif_transpose below never turns an image twice.
+    """
+    try:
+        from pi_heif import register_heif_opener
+    except ImportError:  # an install without it still reads every other format
+        return
+    register_heif_opener()
+
+
+_register_heif()
+
 # Smallest allowed ratio between the draft-decoded size and the model's resize target. Measured on
 # synthetic 4:3 photos, ViT-B-32 random weights: at 1.5-2.0 the worst (1 - cos) to the reference is
 # <= 1e-4 of the mean distance between photos (the bound is 1e-2) and uint8 pixels differ by <= 1 on

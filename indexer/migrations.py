@@ -82,11 +82,23 @@ def m005_index_roots(conn: "Connection") -> None:
     # The folders (and excludes) `index` was given, so `index` without PATH and `serve --watch` can redo them.
     conn.exec_driver_sql(
         "CREATE TABLE index_roots (root BLOB PRIMARY KEY, exclude TEXT NOT NULL, indexed_at REAL NOT NULL)")
+def m003_vanished(conn: "Connection") -> None:
+    # Rows removed because their file vanished, kept until the run ends so a moved file can claim its entry.
+    conn.exec_driver_sql(
+        """CREATE TABLE vanished (
+            id INTEGER PRIMARY KEY,
+            path BLOB NOT NULL,
+            content_hash BLOB NOT NULL,
+            embedding BLOB NOT NULL
+        )"""
+    )
+    conn.exec_driver_sql("CREATE INDEX vanished_hash ON vanished (content_hash)")
 
 
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", m001_initial),
     ("002_image_count", m002_image_count),
+    ("003_vanished", m003_vanished),
     ("003_metadata", m003_metadata),
     ("004_cameras", m004_cameras),
     ("005_index_roots", m005_index_roots),

@@ -48,14 +48,17 @@ class IndexSummary:
     unchanged: int = 0
     failed: int = 0
     reused: int = 0
+    moved: int = 0  # entries that followed their renamed or moved file (part of `added` and `reused`)
     encoded: int = 0
     metadata_filled: int = 0  # rows from before metadata was stored, filled in from their headers
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole run's wall time
+    embed_seconds: float = 0.0  # phase timing: reading, decoding, encoding and storing the files to do
 
     @property
     def images_per_s(self) -> float:
+        """Files stored per second of the embedding phase (a scan of unchanged files is not a rate)."""
         done = self.added + self.updated
-        return done / self.seconds if self.seconds > 0 else 0.0
+        return done / self.embed_seconds if self.embed_seconds > 0 else 0.0
 
 
 def default_workers() -> int:
@@ -64,9 +67,11 @@ def default_workers() -> int:
 
 def run_pipeline(catalog: Catalog, plan: Plan, encoder: Callable[[], Encoder], options: IndexOptions,
                  reporter: Reporter, after_commit: Callable[[], None]) -> IndexSummary:
-    """Embed and store the plan's tasks, then apply its removals. `encoder` is called only if pixels need it."""
+    """Embed and store the plan's tasks (its removals are already committed); `encoder` is called only if pixels
+    need it. Entries removed by this run that no moved file claimed are dropped at the end."""
     started = time.monotonic()
-    summary = IndexSummary(unchanged=plan.unchanged, failed=plan.known_failed + len(plan.new_failures))
+    summary = IndexSummary(unchanged=plan.unchanged, failed=plan.known_failed + len(plan.new_failures),
+                           removed=plan.removed)
     writer = _BatchWriter(catalog, summary, options.batch_size, after_commit)
     writer.batch.failed.extend(plan.new_failures)
     reporter.start(plan.todo_count)
@@ -87,9 +92,9 @@ def run_pipeline(catalog: Catalog, plan: Plan, encoder: Callable[[], Encoder], o
             reporter.advance(1)
         _encode(model, pending, writer)
     writer.flush()
-    _apply_removals(catalog, plan, summary)
+    catalog.forget_vanished()
     after_commit()
-    summary.seconds = time.monotonic() - started
+    summary.embed_seconds = time.monotonic() - started
     return summary
 
 
@@ -140,7 +145,8 @@ class _BatchWriter:
         task = prepared.task
         self.batch.stored.append(StoredImage(task.path, prepared.size, prepared.mtime_ns, prepared.content_hash,
                                              np.asarray(embedding, dtype=np.float32), task.existing_id,
-                                             prepared.metadata))
+                                             prepared.metadata, prepared.claim))
+        self.summary.moved += prepared.claim is not None
         if task.existing_id is None:
             self.summary.added += 1
         else:
@@ -170,9 +176,8 @@ class _BatchWriter:
             self.after_commit()
 
 
-def _apply_removals(catalog: Catalog, plan: Plan, summary: IndexSummary) -> None:
-    ids, failures = plan.removed_ids, plan.removed_failures
+def commit_removals(catalog: Catalog, ids: list[int], failures: list[bytes]) -> None:
+    """Commit removals found by the plan, before anything is encoded (removed rows stay claimable by moved files)."""
     for start in range(0, max(len(ids), len(failures)), REMOVALS_PER_TRANSACTION):
         end = start + REMOVALS_PER_TRANSACTION
         catalog.apply(BatchWrite(removed_ids=ids[start:end], removed_failures=failures[start:end]))
-    summary.removed += len(ids)

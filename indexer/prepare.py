@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from indexer.catalog import Catalog
+from indexer.catalog_moves import Claim
 from indexer.imaging import ImageDecodeError, ModelImage, PreprocessConfig, decode_for_index
 from indexer.metadata import ImageMetadata, header_metadata
 from indexer.plan import Task
@@ -35,6 +36,7 @@ class Prepared:
     error: str | None = None
     metadata: ImageMetadata | None = None
     vanished: bool = False  # deleted since the scan: an error to report, not a failure to record
+    claim: Claim | None = None  # a moved file's old entry, which this new path takes over
 
 
 class Preparer:
@@ -60,15 +62,17 @@ class Preparer:
         if not data:
             result.error = "empty file"
             return result
-        result.embedding = self._read_only_catalog().embedding_by_hash(result.content_hash)
-        if result.embedding is None:
+        reusable = self._read_only_catalog().reusable(result.content_hash)
+        if reusable is not None:
+            result.embedding = reusable.embedding
+            result.claim = reusable.claim if task.existing_id is None else None
+            result.metadata = header_metadata(data)  # a copy's embedding is shared, its metadata is its own
+        else:
             try:
                 on_decoded = self._thumbnail(result.content_hash) if self.thumbnails else None
                 result.pixels, result.metadata = decode_for_index(data, self.cfg, on_decoded=on_decoded)
             except ImageDecodeError as exc:
                 result.error = str(exc)
-        else:
-            result.metadata = header_metadata(data)  # a copy's embedding is shared, its metadata is its own
         if result.metadata is not None:
             result.metadata = result.metadata.with_mtime_fallback(mtime_ns)
         return result

@@ -10,7 +10,8 @@ import stat
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff",
+                              ".heic", ".heif", ".avif"})
 
 
 @dataclass

@@ -39,7 +39,7 @@ KINDS = (FLAT, IVF_SQ8)
 
 # Exact search scans every vector (~2 KB each) per query: ~3 ms single-threaded at 25k, ~20 ms at 100k on
 # the 2-core reference box, too much of the 30 ms warm-query budget, so ANN takes over from here.
-ANN_THRESHOLD = 30_000
+ANN_THRESHOLD = int(os.environ.get("SEARCHENGINE_ANN_THRESHOLD", 30_000))  # settable so tests reach the IVF path
 # An ANN index whose cells were sized and trained for N vectors is retrained once it holds this many times more.
 RETRAIN_GROWTH = 4
 # ~2*sqrt(N) cells rather than the textbook 4*sqrt(N): k-means and adding 1M vectors already take minutes
@@ -52,8 +52,9 @@ KMEANS_ITERATIONS = 10
 # cells; on synthetic CLIP-like data recall@10 tracked the number of cells probed more than their share.
 # Probe at least MIN_NPROBE (1M: 24 of 2000, recall ~0.98) and, while cells are small, enough cells to
 # scan ~SCAN_VECTORS codes, which is cheap (<1 ms) and lifts recall to ~0.99 between 30k and 100k.
-MIN_NPROBE = 24
-SCAN_VECTORS = 8192
+# Both settable (environment) so tests can make probing matter on a small library.
+MIN_NPROBE = int(os.environ.get("SEARCHENGINE_IVF_MIN_NPROBE", 24))
+SCAN_VECTORS = int(os.environ.get("SEARCHENGINE_IVF_SCAN_VECTORS", 8192))
 RERANK_FACTOR = 2  # ANN candidates fetched per wanted result for exact re-ranking (more did not help)
 MISSING_SCORE = -np.inf
 # Below faiss's BLAS threshold a flat search streams the whole matrix per query; splitting that stream over
@@ -72,6 +73,11 @@ def _threads(n: int) -> Iterator[None]:
         yield
     finally:
         faiss.omp_set_num_threads(THREADS)
+
+
+def flat_is_cheap(n: int) -> bool:
+    """True while `n` vectors get the exact flat kind, which builds without training in well under a second."""
+    return n <= ANN_THRESHOLD
 
 
 def nlist_for(n: int) -> int:
@@ -249,6 +255,24 @@ class VectorIndex:
             scores, found = self._index.search(queries, k, params=params)
         scores[found < 0] = MISSING_SCORE
         return scores, found
+    def range_search(self, queries: np.ndarray, min_score: float,
+                     nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every stored vector scoring >= `min_score` with each query: faiss's (lims, scores, ids) layout.
+
+        Hits of query i are scores[lims[i]:lims[i+1]]. ANN kinds scan `nprobe` cells (default: the search
+        setting) and score with their 8-bit codes, so callers re-score near `min_score` if it matters.
+        """
+        queries = _as_vectors(queries, self.dim)
+        if not self.ntotal:
+            return np.zeros(len(queries) + 1, np.int64), np.empty(0, np.float32), np.empty(0, np.int64)
+        saved = self.nprobe
+        if nprobe is not None:
+            self.nprobe = nprobe
+        try:
+            lims, scores, ids = self._index.range_search(queries, float(min_score))
+        finally:
+            self.nprobe = saved
+        return np.asarray(lims, np.int64), np.asarray(scores, np.float32), np.asarray(ids, np.int64)
 
     def should_rebuild(self, total: int) -> bool:
         """True when a collection of `total` vectors has outgrown this index (or shrunk back to exact size)."""

@@ -104,7 +104,7 @@ def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, i
     else:
         click.echo(f"added {summary.added}, updated {summary.updated}, removed {summary.removed}, "
                    f"unchanged {summary.unchanged}, failed {summary.failed} "
-                   f"({summary.reused} reused by content, {summary.images_per_s:.1f} images/s, "
+                   f"({summary.reused} reused by content, {summary.moved} moved, {summary.images_per_s:.1f} images/s, "
                    f"{summary.seconds:.1f} s)", err=True)
 
 
@@ -133,29 +133,89 @@ def parse_filters(after, before, folder, camera, near, image_format, orientation
 
 
 @main.command()
-@click.argument("text", required=False)
+@click.argument("query", nargs=-1, metavar="[TEXT | FILE] [+|- TERM]...")
 @click.option("--image", type=click.Path(dir_okay=False), default=None, help="Find images like this image file.")
+@click.option("--add", "-a", multiple=True, metavar="TERM", help="A text or image file to add (repeatable).")
+@click.option("--subtract", "--sub", "-s", multiple=True, metavar="TERM",
+              help="A text or image file to subtract (repeatable).")
+@click.option("--text", "force_text", is_flag=True, help="Read every term as text, even one naming a file.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100000))
 @click.option("--exact", is_flag=True, help="Exhaustive search over every stored embedding.")
+@click.option("--null", "null", is_flag=True,
+              help="Print only paths, each ended by a NUL byte (for xargs -0), instead of score<TAB>path lines.")
+@click.option("--min-score", type=float, default=None, help="Drop results scoring below this cosine similarity.")
+@click.option("--cutoff", type=click.Choice(["off", "auto"]), default="off", show_default=True,
+              help="auto: keep only results that stand out from the library's scores for this query.")
+@click.option("--copy-to", type=click.Path(file_okay=False), default=None, help="Copy the results into this folder.")
+@click.option("--link-to", type=click.Path(file_okay=False), default=None,
+              help="Put symbolic links to the results into this folder.")
 @filter_options
 @library_option
 @json_option
-def search(text, image, limit, exact, after, before, folder, camera, near, image_format, orientation,
-           library_dir, as_json) -> None:
-    """Search by TEXT, or by an image with --image; filters narrow it, or alone list the newest matches."""
+def search(query, image, add, subtract, force_text, limit, exact, null, min_score, cutoff, copy_to, link_to,
+           after, before, folder, camera, near, image_format, orientation, library_dir, as_json) -> None:
+    """Search by TEXT, by an image FILE (or --image), or by terms joined with + and - (rclip's syntax).
+
+    A term is a text or an existing image file, optionally weighted: "./racing car.jpg" - "2:sports car" + snow.
+    """
     filters = parse_filters(after, before, folder, camera, near, image_format, orientation)
-    if text is not None and image is not None:
+    if query and image is not None:
         raise click.UsageError("give TEXT or --image, not both")
-    if text is None and image is None and not filters:
+    if not query and image is None and not add and not subtract and not filters:
         raise click.UsageError("give a TEXT to search for, --image FILE, or a filter")
-    hits = Library.open(library_dir).search(text=text, image=image, limit=limit, exact=exact, filters=filters)
+    if copy_to is not None and link_to is not None:
+        raise click.UsageError("give --copy-to or --link-to, not both")
+    library = Library.open(library_dir)
+    if not query and image is None and not add and not subtract:  # filters alone: newest first
+        hits = library.search(limit=limit, exact=exact, filters=filters)
+    else:
+        terms = _query_terms(query, image, add, subtract, force_text)
+        if len(terms) == 1 and terms[0].weight > 0:  # one term: the plain text or image search, as before
+            single = str(terms[0].value)
+            hits = library.search(text=single if terms[0].kind == "text" else None,
+                                  image=single if terms[0].kind == "image" else None, limit=limit, exact=exact,
+                                  filters=filters, min_score=min_score, cutoff=cutoff)
+        else:
+            hits = library.search(terms=terms, limit=limit, exact=exact, filters=filters, min_score=min_score,
+                                  cutoff=cutoff)
     if as_json:
         click.echo(json.dumps([_hit_json(h) for h in hits]))
-        return
-    for hit in hits:
-        first = f"{hit.score:.4f}" if hit.score is not None else (hit.taken_at or "-")
-        _write_line(f"{first}\t".encode() + os.fsencode(hit.path))
+    else:
+        for hit in hits:
+            if null:
+                _write(os.fsencode(hit.path) + b"\0")
+            else:
+                first = f"{hit.score:.4f}" if hit.score is not None else (hit.taken_at or "-")
+                _write(f"{first}\t".encode() + escape_path(os.fsencode(hit.path)) + b"\n")
+    if copy_to is not None or link_to is not None:
+        from searchengine.export import export
 
+        folder = copy_to if copy_to is not None else link_to
+        written = export([h.path for h in hits], folder, "copy" if copy_to is not None else "link")
+        verb = "copied" if copy_to is not None else "linked"
+        click.echo(f"{verb} {len(written)} files into {os.path.abspath(folder)}", err=True)
+
+
+def _query_terms(query: tuple[str, ...], image: str | None, add: tuple[str, ...], subtract: tuple[str, ...],
+                 force_text: bool) -> list:
+    """The query's terms: --image FILE first, then the + / - expression, then --add and --subtract."""
+    from searchengine.expression import IMAGE, Term, parse_expression
+
+    terms = parse_expression(query, add, subtract, force_text)
+    return ([Term(IMAGE, image)] if image is not None else []) + terms
+
+
+@main.command()
+@library_option
+@json_option
+def repair(library_dir, as_json) -> None:
+    """Rebuild the vector index from the catalog (a damaged or missing index file, or one to retrain)."""
+    summary = Library.open(library_dir).repair()
+    if as_json:
+        click.echo(json.dumps(asdict(summary)))
+    else:
+        click.echo(f"rebuilt the {summary.index} vector index of {summary.images} images in {summary.seconds:.1f} s",
+                   err=True)
 
 def _hit_json(hit: Any) -> dict:
     fields = asdict(hit)
@@ -176,7 +236,7 @@ def show(path_or_id, library_dir, as_json) -> None:
         return
     for key, value in details.items():
         line = f"{key}: {'' if value is None else value}"
-        _write_line(line.encode("utf-8", "surrogateescape"))
+        _write(line.encode("utf-8", "surrogateescape") + b"\n")
 
 
 @main.command()
@@ -196,23 +256,44 @@ def status(library_dir, failures, as_json) -> None:
         if key != "failures":
             click.echo(f"{key}: {value}")
     for item in figures.get("failures", []):
-        _write_line(b"failed\t" + os.fsencode(item["path"]) + b"\t" + item["reason"].encode())
+        _write(b"failed\t" + escape_path(os.fsencode(item["path"])) + b"\t" + item["reason"].encode() + b"\n")
 
 
 @main.command()
-@click.argument("text", required=False)
+@click.argument("query", nargs=-1, metavar="[TEXT | FILE] [+|- TERM]...")
 @click.option("--image", "images", multiple=True, type=click.Path(dir_okay=False), help="Image file (repeatable).")
+@click.option("--add", "-a", multiple=True, metavar="TERM", help="A text or image file to add (repeatable).")
+@click.option("--subtract", "--sub", "-s", multiple=True, metavar="TERM",
+              help="A text or image file to subtract (repeatable).")
+@click.option("--text", "force_text", is_flag=True, help="Read every term as text, even one naming a file.")
 @click.option("--model", default=None, help="Model when there is no library (default ViT-B-32).")
 @click.option("--pretrained", default=None, help="Pretrained tag or checkpoint file when there is no library.")
 @library_option
 @json_option
-def embed(text, images, model, pretrained, library_dir, as_json) -> None:
-    """Print embeddings, computed exactly as index and search compute them (one JSON list per line)."""
-    if text is None and not images:
+def embed(query, images, add, subtract, force_text, model, pretrained, library_dir, as_json) -> None:
+    """Print embeddings, computed exactly as index and search compute them (one JSON list per line).
+
+    A query with + / - terms (or --add / --subtract) prints its one combined, normalised query vector.
+    """
+    if not query and not images and not add and not subtract:
         raise click.UsageError("give a TEXT and/or --image FILE")
-    texts = [text] if text is not None else []
-    vectors = Library.open(library_dir).embed(texts, list(images), model=model, pretrained=pretrained)
-    inputs = [{"text": t} for t in texts] + [{"image": os.path.abspath(p)} for p in images]
+    library = Library.open(library_dir)
+    if len(query) > 1 or add or subtract:
+        from searchengine.expression import parse_expression
+
+        if images:
+            raise click.UsageError("--image lists separate embeddings; put the image in the query as + FILE")
+        terms = parse_expression(query, add, subtract, force_text)
+        vector = library.embed_terms(terms, model=model, pretrained=pretrained)
+        if as_json:
+            click.echo(json.dumps([{"terms": [t.describe() for t in terms], "embedding": vector.tolist()}]))
+        else:
+            click.echo(json.dumps(vector.tolist()))
+        return
+    texts, files = _single_term(query[0] if query else None, force_text)
+    files += list(images)
+    vectors = library.embed(texts, files, model=model, pretrained=pretrained)
+    inputs = [{"text": t} for t in texts] + [{"image": os.path.abspath(p)} for p in files]
     if as_json:
         click.echo(json.dumps([dict(i, embedding=v.tolist()) for i, v in zip(inputs, vectors)]))
         return
@@ -241,10 +322,52 @@ def serve(library_dir, host, port, token, max_upload_mb, watch) -> None:
     run_server(Library.open(library_dir), ServeOptions(host, port, token, max_upload_mb, watch), announce)
 
 
-def _write_line(data: bytes) -> None:
+
+def _single_term(raw: str | None, force_text: bool) -> tuple[list[str], list[str]]:
+    """A lone TEXT: ([text], []) or, when it names an image file, ([], [file]); a weight changes nothing alone."""
+    from searchengine.expression import IMAGE, resolve_term
+
+    if raw is None:
+        return [], []
+    term = resolve_term(raw, 1.0, force_text)
+    return ([], [str(term.value)]) if term.kind == IMAGE else ([str(term.value)], [])
+
+
+@main.command()
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Cosine similarity from which two images are near-duplicates (default 0.95).")
+@library_option
+@json_option
+def duplicates(threshold, library_dir, as_json) -> None:
+    """Groups of identical or near-identical images (resized, re-encoded, lightly cropped copies), most first."""
+    groups = Library.open(library_dir).duplicates(threshold)
+    if as_json:
+        click.echo(json.dumps([asdict(g) for g in groups]))
+        return
+    for n, group in enumerate(groups, 1):
+        how = "identical files" if group.identical else f"similarity >= {group.similarity:.4f}"
+        click.echo(f"{'' if n == 1 else chr(10)}# group {n}: {len(group.images)} images, {how}")
+        for image in group.images:
+            size = f"{image.width}x{image.height}" if image.width and image.height else "-"
+            _write(f"{image.size}\t{size}\t{image.taken_at or image.modified}\t".encode()
+                   + escape_path(os.fsencode(image.path)) + b"\n")
+    click.echo(f"{len(groups)} groups, {sum(len(g.images) for g in groups)} images", err=True)
+
+
+_ESCAPES = {b"\\": b"\\\\", b"\t": b"\\t", b"\n": b"\\n", b"\r": b"\\r"}
+
+
+def escape_path(path: bytes) -> bytes:
+    """A path fit for one tab-separated line: backslash, tab, newline and carriage return written as escapes."""
+    for raw, escaped in _ESCAPES.items():  # backslash first, so the escapes' own backslashes stay as they are
+        path = path.replace(raw, escaped)
+    return path
+
+
+def _write(data: bytes) -> None:
     """Paths go out as the file system's bytes, so names that are not UTF-8 survive a pipe."""
     sys.stdout.flush()
-    sys.stdout.buffer.write(data + b"\n")
+    sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
 
 

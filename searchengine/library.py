@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -20,10 +21,13 @@ from indexer.metadata import ImageMetadata
 from searchengine.details import ImageDetails, camera_text, taken_at_text
 from searchengine.filtered import filtered_search
 from searchengine.filters import SearchFilters
+from searchengine.ranking import rank
 
 if TYPE_CHECKING:
     from indexer.model import ClipModel, ModelSpec
     from indexer.pipeline import IndexOptions, IndexSummary, Reporter
+    from searchengine.duplicates import DuplicateGroup
+    from searchengine.expression import Term
 
 # Imports of the indexing side (torch wrapper, PIL, filelock, workers) stay inside the methods that need
 # them: a cold query pays only for what answering costs.
@@ -69,6 +73,14 @@ class SearchHit:
     camera: str | None = None
     latitude: float | None = None
     longitude: float | None = None
+
+
+@dataclass
+class RepairSummary:
+    library: str
+    images: int
+    index: str
+    seconds: float
 
 
 @dataclass
@@ -120,9 +132,10 @@ class Library:
         from indexer.lock import writer_lock
         from indexer.metadata_fill import fill_missing_metadata
         from indexer.model import ModelSpec
-        from indexer.pipeline import IndexOptions, run_pipeline
+        from indexer.pipeline import IndexOptions, commit_removals, run_pipeline
         from indexer.plan import make_plan
 
+        started = time.monotonic()
         reporter = reporter or _Quiet()
         roots = [absolute(p) for p in paths]
         for root, given in zip(roots, paths):
@@ -136,18 +149,35 @@ class Library:
             self._check_model(catalog, model, pretrained)
             self._check_precision(catalog, image_precision)
             store = self._index_store(catalog)
-            store.current()  # repair a damaged or stale index before adding to it
-            plan = make_plan(catalog, roots, exclude, reporter.skipped)
+            store.start_run()
+            save_now_and_then = lambda: store.save_every(INDEX_SAVE_SECONDS)  # noqa: E731
+
+            def remove(ids: list[int], failures: list[bytes]) -> None:
+                commit_removals(catalog, ids, failures)
+                save_now_and_then()
+
+            plan = make_plan(catalog, roots, exclude, reporter.skipped, remove)
             try:
                 summary = run_pipeline(catalog, plan, self._loaded_model, options or IndexOptions(),
-                                       reporter, lambda: store.save_every(INDEX_SAVE_SECONDS))
+                                       reporter, save_now_and_then)
             finally:
                 plan.close()
             summary.metadata_filled = fill_missing_metadata(catalog, roots)
-            store.save()
+            store.finish()
             self._export_text_tower_if_missing()
             remember_roots(catalog, roots, list(exclude))
+        summary.seconds = time.monotonic() - started
         return summary
+
+    def repair(self) -> "RepairSummary":
+        """Rebuild the vector index from the catalog (training the ANN kind as the size calls for) and save it."""
+        from indexer.lock import writer_lock
+
+        started = time.monotonic()
+        self._readable_catalog()  # a missing library is reported as such
+        with writer_lock(self.folder / LOCK_FILE, self.notice):
+            index = self._index_store(self._writable_catalog()).repair()
+        return RepairSummary(str(self.folder), index.ntotal, index.kind, time.monotonic() - started)
 
     def remembered_roots(self) -> list[IndexRoot]:
         """The folders (with their excludes) earlier `index` runs were given."""
@@ -216,24 +246,74 @@ class Library:
 
     # --- searching --------------------------------------------------------------------------------------------
     def search(self, text: str | None = None, image: str | None = None, limit: int = 20,
-               exact: bool = False, filters: SearchFilters | None = None, offset: int = 0) -> list[SearchHit]:
-        """Best matches for a text or an image among the images passing `filters`; filters alone: newest first.
+               exact: bool = False, filters: SearchFilters | None = None, offset: int = 0, *,
+               terms: "Sequence[Term] | None" = None, min_score: float | None = None,
+               cutoff: str | None = None) -> list[SearchHit]:
+        """By a text, an image file, or weighted `terms` (query arithmetic, see searchengine.expression), among
+        the images passing `filters`; filters alone: newest first.
 
-        `offset` skips that many of the best (a page: the same order as a longer limit).
+        `min_score` drops hits scoring below it; `cutoff="auto"` keeps only hits that stand out from the
+        library's scores for this query (searchengine.cutoff). `offset` skips that many of the best (a page:
+        the same order as a longer limit).
         """
-        if text is not None and image is not None or (text is None and image is None and not filters):
-            raise QueryError("give either a text or an image to search for (or filters alone)")
+        given = sum(q is not None for q in (text, image, terms))
+        if given > 1 or (given == 0 and not filters):
+            raise QueryError("give either a text, an image or query terms to search for (or filters alone)")
         if limit < 1:
             raise QueryError("--limit must be at least 1")
+        if cutoff not in (None, "off", "auto"):
+            raise QueryError(f"unknown cutoff {cutoff!r} (known: off, auto)")
         catalog = self._readable_catalog()
         if catalog.image_count() == 0:
             raise QueryError(f"library {self.folder} has no images yet; run `searchengine index FOLDER` first")
-        if text is None and image is None:
+        if text is None and image is None and terms is None:
             found = newest(catalog, *filters.sql(catalog), limit + offset)[offset:]
             return self._hits(catalog, [(None, i) for i in found])
-        query = self._query_encoder().texts([text]) if text is not None else \
-            self._query_encoder().image_file(image, catalog)
-        return self.search_vector(query[0], limit + offset, exact, filters)[offset:]
+        if terms is not None:
+            query = self.query_vector(terms)[None, :]
+        else:
+            query = self._query_encoder().texts([text]) if text is not None else \
+                self._query_encoder().image_file(image, catalog)
+        hits = self.search_vector(query[0], limit + offset, exact, filters)[offset:]
+        if min_score is None and cutoff in (None, "off"):
+            return hits
+        from searchengine.cutoff import cut
+
+        return cut(hits, query[0], catalog, min_score, cutoff)
+
+    def query_vector(self, terms: "Sequence[Term]", reuse_stored: bool = True) -> np.ndarray:
+        """The unit query vector of weighted terms (indexed, unchanged image files use their stored embedding)."""
+        from searchengine.expression import combine
+
+        if not terms:
+            raise QueryError("no query terms given")
+        catalog = self._readable_catalog() if self.exists() else None
+        vectors = self._query_encoder().terms(terms, catalog, reuse_stored)
+        return combine(vectors, [t.weight for t in terms])
+
+    def search_vector(self, vector: np.ndarray, limit: int = 20, exact: bool = False,
+                      filters: SearchFilters | None = None) -> list[SearchHit]:
+        """The best `limit` images (passing `filters`) whose files still exist, best first."""
+        catalog = self._readable_catalog()
+        dim = int(catalog.meta()["dim"])
+        query = np.asarray(vector, dtype=np.float32).reshape(1, dim)
+        if filters:
+            scores, ids = filtered_search(catalog, self._readable_index, query[0], limit, filters, dim, exact)
+            ranked, missing = _existing(catalog, scores[None, :], ids[None, :])
+            return self._hits(catalog, ranked)[:limit]
+        index = None if exact else self._readable_index()
+        total = catalog.image_count()
+        want, fetch = min(limit, total), min(limit, total)
+        while True:
+            scores, ids = rank(catalog, index, query, fetch, dim)
+            ranked, missing = _existing(catalog, scores, ids)
+            if len(ranked) >= want or fetch >= total:
+                break
+            fetch = min(total, 2 * fetch + missing)
+        if missing:
+            self.notice(f"{missing} result(s) skipped: their files no longer exist "
+                        "(`searchengine index` on their folder will remove them)")
+        return self._hits(catalog, ranked[:limit])
 
     def similar(self, image_id: int, limit: int = 20, offset: int = 0, exact: bool = False,
                 filters: SearchFilters | None = None) -> list[SearchHit]:
@@ -257,21 +337,6 @@ class Library:
     def images(self, ids: list[int]) -> dict[int, ImageRow]:
         """Records of several images at once, by id (ids no longer indexed are left out)."""
         return image_rows(self._readable_catalog(), ids)
-
-    def search_vector(self, vector: np.ndarray, limit: int = 20, exact: bool = False,
-                      filters: SearchFilters | None = None) -> list[SearchHit]:
-        catalog = self._readable_catalog()
-        dim = int(catalog.meta()["dim"])
-        query = np.asarray(vector, dtype=np.float32).reshape(1, dim)
-        if filters:
-            scores, ids = filtered_search(catalog, self._readable_index, query[0], limit, filters, dim, exact)
-            scores, ids = scores[None, :], ids[None, :]
-        elif exact:
-            scores, ids = _exact_search(catalog, query, dim, limit)
-        else:
-            index = self._readable_index()
-            scores, ids = index.search(query, limit, rerank=lambda wanted: catalog.vectors_for(wanted, dim))
-        return self._hits(catalog, [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0])[:limit]
 
     def _hits(self, catalog: Catalog, ranked: list[tuple[float | None, int]]) -> list[SearchHit]:
         """Hits for (score, id) pairs, with their metadata, leaving out ids no longer in the catalog."""
@@ -300,6 +365,22 @@ class Library:
             raise QueryError(f"{path_or_id} is not in library {self.folder} (neither an indexed path nor an image id)")
         return ImageDetails.from_record(rec)
 
+    def duplicates(self, threshold: float | None = None) -> list["DuplicateGroup"]:
+        """Groups of identical files and near-identical images (cosine >= threshold), most images first."""
+        from searchengine.duplicates import DEFAULT_THRESHOLD, find_duplicates
+
+        catalog = self._readable_catalog()
+        if catalog.image_count() == 0:
+            return []
+        index = self._readable_index()
+        if index is None:  # a large library whose index file is unusable: a reader builds one for this run only
+            from indexer.vector_index import VectorIndex
+
+            self.notice("building a vector index in memory for this run (`searchengine repair` saves one)")
+            changes = catalog.changes(int(catalog.meta()["dim"]))
+            index = VectorIndex.build(int(catalog.meta()["dim"]), changes.ids, changes.vectors, seq=changes.seq)
+        return find_duplicates(catalog, index, DEFAULT_THRESHOLD if threshold is None else threshold)
+
     # --- status and embeddings ------------------------------------------------------------------------------------
     def status(self) -> LibraryStatus:
         catalog = self._readable_catalog()
@@ -325,6 +406,12 @@ class Library:
         encoder = self._query_encoder()
         out = list(encoder.texts(texts)) if texts else []
         return out + (list(encoder.image_files(images)) if images else [])
+
+    def embed_terms(self, terms: "Sequence[Term]", model: str | None = None,
+                    pretrained: str | None = None) -> np.ndarray:
+        """The combined query vector of `terms`, every image encoded afresh as `embed` does."""
+        self.embed((), (), model, pretrained)  # checks or loads the model
+        return self.query_vector(terms, reuse_stored=False)
 
     # --- plumbing ------------------------------------------------------------------------------------------------
     def _spec(self, catalog: Catalog) -> "ModelSpec":
@@ -365,13 +452,15 @@ class Library:
         return self._store
 
     def _readable_index(self):
-        """The index as of the latest commit; a reader that had to repair it saves it when no writer runs."""
+        """The index as of the latest commit, or None (answer exactly). A reader that rebuilt or caught up a
+        small flat index saves it for the next reader when no writer runs; larger ones are left to writers."""
+        from indexer.vector_index import FLAT
+
         store = self._index_store(self._readable_catalog())
         before = store.index.seq if store.index is not None else None
-        index = store.current()
-        if index.seq != before and index.seq != store.saved_seq:
+        index = store.for_query()
+        if index is not None and index.kind == FLAT and index.seq not in (before, store.saved_seq):
             self._save_if_no_writer(store)
-            index = store.index  # save() brought it up to date (or, refused, left it as it was)
         return index
 
     def _writer_active(self) -> bool:
@@ -416,9 +505,16 @@ class _Quiet:
     def advance(self, n: int) -> None: ...
 
 
-def _exact_search(catalog: Catalog, query: np.ndarray, dim: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """Brute force over every stored embedding: the reference any index is measured against."""
-    changes = catalog.changes(dim)
-    scores = changes.vectors @ query[0]
-    top = np.argsort(-scores, kind="stable")[:limit]
-    return scores[top][None, :], changes.ids[top][None, :]
+def _existing(catalog: Catalog, scores: np.ndarray, ids: np.ndarray) -> tuple[list[tuple[float, int]], int]:
+    """(score, id) of hits whose files exist now (a stat each), and how many were skipped because theirs are gone."""
+    paths = catalog.paths_for([int(i) for i in ids[0] if i >= 0])
+    ranked, missing = [], 0
+    for score, image_id in zip(scores[0], ids[0]):
+        path = paths.get(int(image_id))
+        if path is None:
+            continue
+        if not os.path.exists(path):
+            missing += 1
+            continue
+        ranked.append((float(score), int(image_id)))
+    return ranked, missing

@@ -18,6 +18,7 @@ from indexer.scan import absolute
 
 if TYPE_CHECKING:
     from indexer.model import ClipModel
+    from searchengine.expression import Term
 
 ModelFn = Callable[[], "ClipModel"]
 
@@ -55,22 +56,56 @@ class QueryEncoder:
         import hashlib
 
         if catalog is not None:
-            stored = catalog.embedding_by_hash(hashlib.blake2b(data, digest_size=16).digest())
+            stored = catalog.reusable(hashlib.blake2b(data, digest_size=16).digest())
             if stored is not None:
-                return stored[None, :]
+                return np.asarray(stored.embedding, dtype=np.float32)[None, :]
+        return self.image_data(data)
+
+    def image_files(self, paths: Sequence[str]) -> np.ndarray:
+        model = self.model()
+        pixels = [_pixels(p, model) for p in paths]
+        return model.encode_pixels(np.stack(pixels))
+
+    def image_data(self, data: bytes) -> np.ndarray:
+        """An image given as its bytes (an upload), decoded and encoded exactly as `index` does."""
         from indexer.imaging import ImageDecodeError, decode_and_preprocess
 
         model = self.model()
         try:
             pixels = decode_and_preprocess(data, model.preprocess_cfg)
         except ImageDecodeError as exc:
-            raise QueryError(f"cannot use image: {exc}") from None
+            raise QueryError(f"cannot use the image given: {exc}") from None
         return model.encode_pixels(pixels[None])
 
-    def image_files(self, paths: Sequence[str]) -> np.ndarray:
-        model = self.model()
-        pixels = [_pixels(p, model) for p in paths]
-        return model.encode_pixels(np.stack(pixels))
+    def terms(self, terms: Sequence["Term"], catalog: Catalog | None, reuse_stored: bool = True) -> np.ndarray:
+        """One embedding per query term, in order (texts in one batch; ids and, if `reuse_stored`, indexed files
+        from the catalog)."""
+        from searchengine.expression import ID, IMAGE, TEXT
+
+        out: list[np.ndarray | None] = [None] * len(terms)
+        texts = [n for n, t in enumerate(terms) if t.kind == TEXT]
+        if texts:
+            for n, vector in zip(texts, self.texts([str(terms[n].value) for n in texts])):
+                out[n] = vector
+        for n, term in enumerate(terms):
+            if term.kind == IMAGE:
+                out[n] = (self.image_data(term.value) if isinstance(term.value, bytes) else
+                          self.image_file(str(term.value), catalog if reuse_stored else None))[0]
+            elif term.kind == ID:
+                out[n] = _stored_by_id(term.value, catalog)
+        return np.stack(out)
+
+
+def _stored_by_id(image_id: object, catalog: Catalog | None) -> np.ndarray:
+    if catalog is None:
+        raise QueryError("a library image id is a query term only with a library")
+    try:
+        wanted = int(image_id)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise QueryError(f"bad image id {image_id!r}") from None
+    if wanted not in catalog.paths_for([wanted]):
+        raise QueryError(f"no image with id {wanted} in the library")
+    return catalog.vectors_for(np.array([wanted]), int(catalog.meta()["dim"]))[0]
 
 
 def _unchanged(path: bytes, size: int, mtime_ns: int) -> bool:

@@ -180,6 +180,13 @@ def check_complete(library: Path, files: list[Path], failed: int) -> None:
         lib.close()
 
 
+def assert_clear_winner(hits: list[dict]) -> None:
+    """The first hit wins on its score, not on tie order: its lead over the runner-up is a real share of the
+    runner-up's distance from a perfect match (a random model makes photos alike, so near-ties happen)."""
+    first, second = hits[0]["score"], hits[1]["score"]
+    assert first - second > 0.2 * (1 - second), (first, second)
+
+
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, symlinks=True)
     return dst

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from faults import assert_clear_winner
 from images import BAD, GOOD, make_library_folder, photo, write_non_utf8
 from searchengine.cli import main
 
@@ -78,6 +79,7 @@ def test_image_search_with_an_outside_file(indexed, isolated):
     photo(0).save(outside)  # same picture as a.jpg, re-encoded
     hits = json.loads(run("search", "--image", outside, "--json").stdout)
     assert len(hits) == len(GOOD) and hits[0]["path"] == str(indexed["a.jpg"])
+    assert_clear_winner(hits)
 
 
 def test_incremental_add_change_delete(indexed, isolated):

@@ -507,7 +507,7 @@ def test_index_memory_does_not_grow_with_the_number_of_files(isolated):
         catalog = Catalog.create(isolated / f"catalog{count}.sqlite", {"dim": "32"})
         try:
             tracemalloc.start()
-            plan = make_plan(catalog, [os.fsencode(root)], (), lambda *_: None)
+            plan = make_plan(catalog, [os.fsencode(root)], (), lambda *_: None, lambda *_: None)
             summary = run_pipeline(catalog, plan, NoModel, IndexOptions(batch_size=32, workers=0), Quiet(),
                                    lambda: None)
             plan.close()

@@ -1,0 +1,132 @@
+"""What a query pays for the vector index's upkeep at scale: catch-up of a file that is behind, and an exact
+answer when the file is missing or damaged (queries never train or rebuild a large index).
+
+Builds a catalog of N synthetic clustered unit vectors through the product's own write path, has the writer
+build and save the index (IVF-SQ8 above the threshold), then times, each in a new process (warm page cache):
+  * load: reading the saved index file (the floor of any cold query on this library);
+  * behind: the file is K commits behind the catalog -> load + in-memory catch-up + one query (no training);
+  * damaged: the file is corrupt -> the check fails and the query is answered exactly over the catalog;
+  * repair: `Library.repair` rebuilds and saves (training), as `searchengine repair` does.
+Last line JSON. Usage: scripts/bench_index_upkeep.py [--vectors 1000000] [--behind 1000]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_search import synthetic  # noqa: E402
+
+DIM = 512
+CHUNK = 20_000
+
+_PROBE = r"""
+import json, sys, time
+started = time.perf_counter()
+from pathlib import Path
+import numpy as np
+from indexer.catalog import Catalog
+from indexer.index_store import IndexStore
+from indexer.vector_index import VectorIndex
+from searchengine.ranking import rank
+folder, mode = Path(sys.argv[1]), sys.argv[2]
+catalog = Catalog.open(folder / "catalog.sqlite", writable=False)
+query = np.load(folder / "query.npy")
+imported = time.perf_counter()
+load = None
+if mode == "load":
+    VectorIndex.load(folder / "vectors.faiss")
+    load = time.perf_counter() - imported
+notices = []
+store = IndexStore(catalog, folder / "vectors.faiss", query.shape[1], notices.append)
+index = store.for_query()
+ready = time.perf_counter()
+scores, ids = rank(catalog, index, query, 20, query.shape[1])
+done = time.perf_counter()
+print(json.dumps({"imports_s": imported - started, "load_s": load, "index_ready_s": ready - imported,
+                  "query_s": done - ready, "total_s": done - imported, "exact": index is None,
+                  "top_id": int(ids[0][0]), "notices": notices}))
+"""
+
+
+def build_catalog(folder: Path, vectors: np.ndarray) -> None:
+    """Insert the vectors through Catalog.apply (the product's write path), CHUNK rows per transaction."""
+    from indexer.catalog import BatchWrite, Catalog, StoredImage
+
+    catalog = Catalog.create(folder / "catalog.sqlite", {"model": "synthetic", "pretrained": "", "dim": str(DIM)})
+    try:
+        for start in range(0, len(vectors), CHUNK):
+            rows = [StoredImage(f"/synthetic/{n // 1000:05d}/{n:08d}.jpg".encode(), 1, 1, n.to_bytes(16, "little"),
+                                vectors[n]) for n in range(start, min(start + CHUNK, len(vectors)))]
+            catalog.apply(BatchWrite(stored=rows))
+    finally:
+        catalog.close()
+
+
+def writer_build(folder: Path) -> float:
+    from searchengine.library import Library
+
+    started = time.perf_counter()
+    Library.open(folder, notice=lambda _: None).repair()
+    return time.perf_counter() - started
+
+
+def probe(folder: Path, mode: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", _PROBE, str(folder), mode], capture_output=True, text=True,
+                         check=True, env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vectors", type=int, default=1_000_000)
+    parser.add_argument("--behind", type=int, default=1000, help="rows committed after the index file was saved")
+    parser.add_argument("--work", type=Path, default=None, help="folder for the scratch library (default: temp)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-upkeep-", dir=args.work))
+    vectors, queries = synthetic(args.vectors + args.behind, 1)
+    np.save(work / "query.npy", queries[:1])
+    started = time.perf_counter()
+    build_catalog(work, vectors[:args.vectors])
+    insert_s = time.perf_counter() - started
+    build_s = writer_build(work)
+    loaded = probe(work, "load")
+    from indexer.catalog import BatchWrite, Catalog, StoredImage
+
+    catalog = Catalog.open(work / "catalog.sqlite", writable=True)
+    catalog.apply(BatchWrite(stored=[StoredImage(f"/synthetic/new/{n}.jpg".encode(), 1, 1, b"new" + n.to_bytes(8, "little"),
+                                                 vectors[n]) for n in range(args.vectors, args.vectors + args.behind)]))
+    catalog.close()
+    behind = probe(work, "behind")
+    data = bytearray((work / "vectors.faiss").read_bytes())
+    data[len(data) // 2] ^= 0x55
+    (work / "vectors.faiss").write_bytes(bytes(data))
+    damaged = probe(work, "damaged")
+    repair_s = writer_build(work)
+    for name in os.listdir(work):
+        os.unlink(work / name)
+    os.rmdir(work)
+    print(f"catalog insert {insert_s:.1f} s, writer build {build_s:.1f} s, load {loaded['load_s']:.2f} s, "
+          f"behind by {args.behind}: ready {behind['index_ready_s']:.2f} s, damaged: exact answer "
+          f"{damaged['total_s']:.2f} s, repair {repair_s:.1f} s", file=sys.stderr)
+    print(json.dumps({"vectors": args.vectors, "behind_rows": args.behind, "catalog_insert_s": round(insert_s, 1),
+                      "writer_build_s": round(build_s, 1), "load_s": round(loaded["load_s"], 3),
+                      "behind_ready_s": round(behind["index_ready_s"], 3),
+                      "behind_catch_up_beyond_load_s": round(behind["index_ready_s"] - loaded["load_s"], 3),
+                      "behind_query_s": round(behind["query_s"], 3), "behind_exact": behind["exact"],
+                      "damaged_answer_s": round(damaged["total_s"], 3), "damaged_exact": damaged["exact"],
+                      "damaged_notice": damaged["notices"][:1], "repair_s": round(repair_s, 1)}))
+
+
+if __name__ == "__main__":
+    main()
