@@ -15,6 +15,27 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 
+def tiny_model(folder: Path) -> Path:
+    """A small random-weight CLIP as a local-dir: model (the page looks the same with any model)."""
+    import json
+
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    from random_model import OPENAI_MEAN, OPENAI_STD
+
+    cfg = {"embed_dim": 64, "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "patch_size": 32},
+           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**cfg)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {
+        "mean": OPENAI_MEAN, "std": OPENAI_STD, "interpolation": "bicubic", "resize_mode": "shortest"}}))
+    return folder
+
+
 def main() -> None:
     from PIL import Image
     from playwright.sync_api import sync_playwright
@@ -24,10 +45,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="searchengine-shot-"))
     demo.SAMPLE = work / "photos"
     demo.write_sample()
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tiny_model import build_tiny_model
-
-    model = build_tiny_model(work / "model")
+    model = tiny_model(work / "model")
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
     library = work / "library"
     subprocess.run([sys.executable, "-m", "searchengine", "index", str(work / "photos"), "--library", str(library),

@@ -14,6 +14,7 @@ from searchengine.library import Library
 from searchengine.server.app import create_app
 
 COUNTS: Counter = Counter()
+FILTERED = {"/api/search", "/api/images/{image_id}/similar"}
 
 
 class Target:
@@ -38,9 +39,11 @@ def served(tmp_path_factory, tiny_model_name):
 @schema.parametrize()
 @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_api_conforms(case):
-    # A schema cannot say "the bytes must be a decodable image": random bytes are rightly refused (415), so
-    # the check that schema-valid data is accepted is left out for the upload, and only for it.
-    excluded = [positive_data_acceptance] if case.method == "POST" else []
+    # A schema cannot say "the bytes must be a decodable image" (random bytes are rightly refused, 415), nor
+    # which dates exist or the grammar of every filter (`after=0000`, `near=abc` are rightly 400s), so the check
+    # that schema-valid data is accepted is left out for the operations taking an upload or filters, and only
+    # for them; every other check (no 5xx, documented status codes, response schemas...) still runs on them.
+    excluded = [positive_data_acceptance] if case.method == "POST" or case.path in FILTERED else []
     response = case.call_and_validate(headers={"Host": "localhost"}, excluded_checks=excluded)
     COUNTS["calls"] += 1
     COUNTS[f"{case.method} {case.path} {response.status_code}"] += 1
