@@ -18,9 +18,11 @@ import numpy as np
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
+from indexer.catalog_metadata import write_metadata
 from indexer.catalog_moves import MOVED, Claim, Reusable, find_reusable, forget_vanished, stash_removed, take_claim
 from indexer.durable import fsync_dir
 from indexer.errors import CatalogError
+from indexer.metadata import ImageMetadata
 from indexer.migrations import MIGRATIONS
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -47,6 +49,7 @@ class StoredImage:
     embedding: np.ndarray
     existing_id: int | None = None
     claim: Claim | None = None  # the entry of a moved file this path takes over
+    metadata: ImageMetadata | None = None  # None: left for the next index run's header-only pass
 
 
 @dataclass
@@ -366,6 +369,7 @@ class Catalog:
             "mtime_ns=excluded.mtime_ns, content_hash=excluded.content_hash, embedding=excluded.embedding, "
             "seq=excluded.seq, indexed_at=excluded.indexed_at",
             (reuse_id, item.path, folder_of(item.path), item.size, item.mtime_ns, item.content_hash, blob, seq, now))
+        write_metadata(conn, item.path, item.metadata)
         conn.exec_driver_sql("DELETE FROM failures WHERE path=?", (item.path,))
         moved_here = reuse_id is not None and item.claim.kind == MOVED
         return int(new) - int(moved_here)  # a moved entry left its old path: the count is unchanged

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
+from indexer.metadata import ImageMetadata, read_metadata
+
 # A 60000x60000 PNG header must be refused before any pixel is allocated.
 Image.MAX_IMAGE_PIXELS = 178_956_970
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -79,6 +81,7 @@ class ModelImage:
     image: Image.Image
     full_size: tuple[int, int]
     box: Box
+    metadata: ImageMetadata | None = None  # when asked for: read from the same open image, before the draft
 
 
 def _reason(exc: BaseException) -> str:
@@ -105,13 +108,16 @@ def load_rgb(data: bytes) -> Image.Image:
         raise _decode_error(exc) from None
 
 
-def load_for_model(data: bytes, cfg: PreprocessConfig) -> ModelImage:
+def load_for_model(data: bytes, cfg: PreprocessConfig, with_metadata: bool = False) -> ModelImage:
     """Decode bytes for ``cfg``: JPEGs at the smallest DCT scale that keeps DRAFT_MARGIN, others in full."""
     if not data:
         raise ImageDecodeError("cannot decode image (empty file)")
+    metadata = None
     try:
         with Image.open(io.BytesIO(data)) as img:
             full = img.size
+            if with_metadata:
+                metadata = read_metadata(img)  # never raises; its parsed EXIF is reused below
             box: Box = (0.0, 0.0, float(full[0]), float(full[1]))
             scale = draft_scale(full, cfg)
             if scale > 1:
@@ -124,8 +130,8 @@ def load_for_model(data: bytes, cfg: PreprocessConfig) -> ModelImage:
     except Exception as exc:
         raise _decode_error(exc) from None
     if method is None:
-        return ModelImage(rgb, full, box)
-    return ModelImage(rgb, _transpose_size(full, method), _transpose_box(box, stored_size, method))
+        return ModelImage(rgb, full, box, metadata)
+    return ModelImage(rgb, _transpose_size(full, method), _transpose_box(box, stored_size, method), metadata)
 
 
 def _upright_rgb(img: Image.Image) -> Image.Image:
@@ -225,8 +231,14 @@ def _normalise(pixels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ..
 
 def decode_and_preprocess(data: bytes, cfg: PreprocessConfig) -> np.ndarray:
     """Bytes to the model's input array; raises ImageDecodeError with a one-line reason."""
-    decoded = load_for_model(data, cfg)
+    return decode_for_index(data, cfg, with_metadata=False)[0]
+
+
+def decode_for_index(data: bytes, cfg: PreprocessConfig,
+                     with_metadata: bool = True) -> tuple[np.ndarray, ImageMetadata | None]:
+    """The model's input array and the image's metadata, from one open of the bytes."""
+    decoded = load_for_model(data, cfg, with_metadata)
     try:
-        return preprocess_model_image(decoded, cfg)
+        return preprocess_model_image(decoded, cfg), decoded.metadata
     except Exception as exc:
         raise ImageDecodeError(f"cannot preprocess image ({_reason(exc)})") from None

@@ -65,8 +65,36 @@ def m003_vanished(conn: "Connection") -> None:
     conn.exec_driver_sql("CREATE INDEX vanished_hash ON vanished (content_hash)")
 
 
+def m004_metadata(conn: "Connection") -> None:
+    # NULL meta_version = not read yet: the next index run fills the row from the file's header.
+    # taken_at is UTC epoch seconds (see indexer/metadata.py); the local wall-clock text and offset are kept.
+    for column in ("meta_version INTEGER", "taken_at REAL", "taken_at_local TEXT", "taken_at_offset TEXT",
+                   "taken_at_source TEXT", "width INTEGER", "height INTEGER", "format TEXT", "make TEXT",
+                   "model TEXT", "lens TEXT", "latitude REAL", "longitude REAL"):
+        conn.exec_driver_sql(f"ALTER TABLE images ADD COLUMN {column}")
+    # Covering index for filters: a date range is a range scan, any other filter scans this index instead
+    # of the table, whose rows carry 2 KB embeddings.
+    conn.exec_driver_sql("CREATE INDEX images_taken_at ON images "
+                         "(taken_at, format, width, height, latitude, longitude, make, model)")
+    conn.exec_driver_sql("CREATE INDEX images_place ON images (latitude, longitude)")
+    conn.exec_driver_sql("CREATE INDEX images_meta_version ON images (meta_version)")
+
+
+def m005_cameras(conn: "Connection") -> None:
+    # The distinct cameras ('' for an unknown make or model): a --camera substring is matched against these few
+    # names, and their images are then found through images_camera, instead of a LIKE on every image row.
+    conn.exec_driver_sql("CREATE TABLE cameras (make TEXT NOT NULL, model TEXT NOT NULL, PRIMARY KEY (make, model))")
+    conn.exec_driver_sql("INSERT OR IGNORE INTO cameras SELECT DISTINCT ifnull(make, ''), ifnull(model, '') "
+                         "FROM images WHERE make IS NOT NULL OR model IS NOT NULL")
+    # Covering the columns other filters test, so a camera or format filter combined with them reads no image row.
+    conn.exec_driver_sql("CREATE INDEX images_camera ON images (make, model, taken_at, format, width, height)")
+    conn.exec_driver_sql("CREATE INDEX images_format ON images (format, taken_at, width, height)")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", m001_initial),
     ("002_image_count", m002_image_count),
     ("003_vanished", m003_vanished),
+    ("004_metadata", m004_metadata),
+    ("005_cameras", m005_cameras),
 ]

@@ -50,6 +50,7 @@ class IndexSummary:
     reused: int = 0
     moved: int = 0  # entries that followed their renamed or moved file (part of `added` and `reused`)
     encoded: int = 0
+    metadata_filled: int = 0  # rows from before metadata was stored, filled in from their headers
     seconds: float = 0.0  # the whole run's wall time
     embed_seconds: float = 0.0  # phase timing: reading, decoding, encoding and storing the files to do
 
@@ -144,7 +145,7 @@ class _BatchWriter:
         task = prepared.task
         self.batch.stored.append(StoredImage(task.path, prepared.size, prepared.mtime_ns, prepared.content_hash,
                                              np.asarray(embedding, dtype=np.float32), task.existing_id,
-                                             prepared.claim))
+                                             prepared.claim, prepared.metadata))
         self.summary.moved += prepared.claim is not None
         if task.existing_id is None:
             self.summary.added += 1

@@ -14,7 +14,8 @@ import numpy as np
 
 from indexer.catalog import Catalog
 from indexer.catalog_moves import Claim
-from indexer.imaging import ImageDecodeError, PreprocessConfig, decode_and_preprocess
+from indexer.imaging import ImageDecodeError, PreprocessConfig, decode_for_index
+from indexer.metadata import ImageMetadata, header_metadata
 from indexer.plan import Task
 
 MAX_FILE_BYTES = 1 << 30  # larger than any photo; refuse rather than hold it in memory
@@ -31,6 +32,7 @@ class Prepared:
     pixels: np.ndarray | None = None
     embedding: np.ndarray | None = None
     error: str | None = None
+    metadata: ImageMetadata | None = None
     vanished: bool = False  # deleted since the scan: an error to report, not a failure to record
     claim: Claim | None = None  # a moved file's old entry, which this new path takes over
 
@@ -60,11 +62,14 @@ class Preparer:
         if reusable is not None:
             result.embedding = reusable.embedding
             result.claim = reusable.claim if task.existing_id is None else None
+            result.metadata = header_metadata(data)  # a copy's embedding is shared, its metadata is its own
         else:
             try:
-                result.pixels = decode_and_preprocess(data, self.cfg)
+                result.pixels, result.metadata = decode_for_index(data, self.cfg)
             except ImageDecodeError as exc:
                 result.error = str(exc)
+        if result.metadata is not None:
+            result.metadata = result.metadata.with_mtime_fallback(mtime_ns)
         return result
 
     def _read_only_catalog(self) -> Catalog:

@@ -260,6 +260,21 @@ class VectorIndex:
             self.nprobe = saved
         return np.asarray(lims, np.int64), np.asarray(scores, np.float32), np.asarray(ids, np.int64)
 
+    def search_among(self, queries: np.ndarray, k: int, ids: np.ndarray | None,
+                     nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Like `search` without re-ranking, over `ids` only (None: all); IVF kinds scan `nprobe` cells."""
+        queries = _as_vectors(queries, self.dim)
+        bitmap = _id_bitmap(_as_ids(ids)) if ids is not None else None  # kept alive while faiss reads it
+        selector = faiss.IDSelectorBitmap(bitmap) if bitmap is not None else None
+        if self.kind == FLAT:
+            params = faiss.SearchParameters(sel=selector)
+        else:
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=max(1, min(nprobe or self.nprobe, self.nlist)))
+        with _threads(1 if self.kind == FLAT and len(queries) < SMALL_BATCH else THREADS):
+            scores, found = self._index.search(queries, k, params=params)
+        scores[found < 0] = MISSING_SCORE
+        return scores, found
+
     def should_rebuild(self, total: int) -> bool:
         """True when a collection of `total` vectors has outgrown this index (or shrunk back to exact size)."""
         if self.kind == FLAT:
@@ -307,6 +322,13 @@ class VectorIndex:
         loaded = cls(header.kind, header.dim, index, seq=header.seq, built_for=header.built_for)
         loaded.nprobe = header.nprobe
         return loaded
+
+
+def _id_bitmap(ids: np.ndarray) -> np.ndarray:
+    """Bit i set for each id i: a selector test is one load, against a hash lookup for IDSelectorBatch."""
+    bits = np.zeros(int(ids.max()) + 1 if len(ids) else 1, dtype=bool)
+    bits[ids] = True
+    return np.packbits(bits, bitorder="little")
 
 
 def _trained_ivf_sq8(vectors: np.ndarray) -> "faiss.Index":

@@ -15,6 +15,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import click  # noqa: E402
 
 from indexer.errors import SearchEngineError  # noqa: E402
+from searchengine.filters import FilterError, SearchFilters  # noqa: E402
 from searchengine.library import Library  # noqa: E402
 
 library_option = click.option(
@@ -101,6 +102,30 @@ def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, i
                    f"{summary.seconds:.1f} s)", err=True)
 
 
+def filter_options(command: Any) -> Any:
+    """The search filters, shared by every command that narrows a search."""
+    options = [
+        click.option("--after", metavar="DATE", help="Taken on or after DATE (2023, 2023-06, 2023-06-14 or a full timestamp)."),
+        click.option("--before", metavar="DATE", help="Taken before DATE (same forms; exclusive)."),
+        click.option("--in", "folder", metavar="FOLDER", help="In FOLDER or below it."),
+        click.option("--camera", metavar="TEXT", help="Camera make or model contains TEXT (any case)."),
+        click.option("--near", metavar="LAT,LON[,KM]", help="Taken within KM (default 1) of a place."),
+        click.option("--format", "image_format", metavar="FORMAT", help="jpeg, png, webp, gif, bmp, tiff, heic, avif."),
+        click.option("--orientation", metavar="landscape|portrait|square", help="Shape as displayed."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def parse_filters(after, before, folder, camera, near, image_format, orientation) -> SearchFilters:
+    try:
+        return SearchFilters.parse(after=after, before=before, folder=folder, camera=camera, near=near,
+                                   format=image_format, orientation=orientation)
+    except FilterError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 @main.command()
 @click.argument("query", nargs=-1, metavar="[TEXT | FILE] [+|- TERM]...")
 @click.option("--image", type=click.Path(dir_okay=False), default=None, help="Find images like this image file.")
@@ -118,44 +143,58 @@ def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, i
 @click.option("--copy-to", type=click.Path(file_okay=False), default=None, help="Copy the results into this folder.")
 @click.option("--link-to", type=click.Path(file_okay=False), default=None,
               help="Put symbolic links to the results into this folder.")
+@filter_options
 @library_option
 @json_option
 def search(query, image, add, subtract, force_text, limit, exact, null, min_score, cutoff, copy_to, link_to,
-           library_dir, as_json) -> None:
+           after, before, folder, camera, near, image_format, orientation, library_dir, as_json) -> None:
     """Search by TEXT, by an image FILE (or --image), or by terms joined with + and - (rclip's syntax).
 
     A term is a text or an existing image file, optionally weighted: "./racing car.jpg" - "2:sports car" + snow.
+    Filters narrow the search; alone, they list the matching images newest first.
     """
+    filters = parse_filters(after, before, folder, camera, near, image_format, orientation)
     if query and image is not None:
         raise click.UsageError("give TEXT or --image, not both")
-    if not query and image is None and not add and not subtract:
-        raise click.UsageError("give a TEXT to search for, or --image FILE")
+    if not query and image is None and not add and not subtract and not filters:
+        raise click.UsageError("give a TEXT to search for, --image FILE, or a filter")
     if copy_to is not None and link_to is not None:
         raise click.UsageError("give --copy-to or --link-to, not both")
     library = Library.open(library_dir)
     terms = _query_terms(query, image, add, subtract, force_text)
-    if len(terms) == 1 and terms[0].weight > 0:  # one term: the plain text or image search, as before
+    if not terms:  # filters alone: newest first
+        hits = library.search(limit=limit, filters=filters)
+    elif len(terms) == 1 and terms[0].weight > 0:  # one term: the plain text or image search, as before
         single = str(terms[0].value)
         hits = library.search(text=single if terms[0].kind == "text" else None,
                               image=single if terms[0].kind == "image" else None,
-                              limit=limit, exact=exact, min_score=min_score, cutoff=cutoff)
+                              limit=limit, exact=exact, min_score=min_score, cutoff=cutoff, filters=filters)
     else:
-        hits = library.search(terms=terms, limit=limit, exact=exact, min_score=min_score, cutoff=cutoff)
+        hits = library.search(terms=terms, limit=limit, exact=exact, min_score=min_score, cutoff=cutoff,
+                              filters=filters)
     if as_json:
-        click.echo(json.dumps([{"path": h.path, "score": round(h.score, 6)} for h in hits]))
+        click.echo(json.dumps([_hit_json(h) for h in hits]))
     else:
         for hit in hits:
             if null:
                 _write(os.fsencode(hit.path) + b"\0")
             else:
-                _write(f"{hit.score:.4f}\t".encode() + escape_path(os.fsencode(hit.path)) + b"\n")
+                first = f"{hit.score:.4f}" if hit.score is not None else (hit.taken_at or "-")
+                _write(f"{first}\t".encode() + escape_path(os.fsencode(hit.path)) + b"\n")
     if copy_to is not None or link_to is not None:
         from searchengine.export import export
 
-        folder = copy_to if copy_to is not None else link_to
-        written = export([h.path for h in hits], folder, "copy" if copy_to is not None else "link")
+        target = copy_to if copy_to is not None else link_to
+        written = export([h.path for h in hits], target, "copy" if copy_to is not None else "link")
         verb = "copied" if copy_to is not None else "linked"
-        click.echo(f"{verb} {len(written)} files into {os.path.abspath(folder)}", err=True)
+        click.echo(f"{verb} {len(written)} files into {os.path.abspath(target)}", err=True)
+
+
+def _hit_json(hit: Any) -> dict:
+    fields = asdict(hit)
+    if hit.score is not None:
+        fields["score"] = round(hit.score, 6)
+    return fields
 
 
 def _query_terms(query: tuple[str, ...], image: str | None, add: tuple[str, ...], subtract: tuple[str, ...],
@@ -178,6 +217,24 @@ def repair(library_dir, as_json) -> None:
     else:
         click.echo(f"rebuilt the {summary.index} vector index of {summary.images} images in {summary.seconds:.1f} s",
                    err=True)
+
+
+@main.command()
+@click.argument("path_or_id")
+@library_option
+@json_option
+def show(path_or_id, library_dir, as_json) -> None:
+    """One image's record: path, size, dates, content hash, dimensions, camera, place."""
+    details = asdict(Library.open(library_dir).show(path_or_id))
+    if as_json:
+        click.echo(json.dumps(details))
+        return
+    for key, value in details.items():
+        text = "" if value is None else value
+        if key == "path":
+            _write(b"path: " + escape_path(os.fsencode(value)) + b"\n")
+        else:
+            _write(f"{key}: {text}\n".encode())
 
 
 @main.command()

@@ -4,15 +4,19 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from indexer.catalog import Catalog
+from indexer.catalog_metadata import metadata_for, newest, record
 from indexer.errors import LibraryNotFoundError, ModelMismatchError, QueryError, SearchEngineError
 from indexer.scan import absolute
+from searchengine.details import ImageDetails, camera_text, taken_at_text
+from searchengine.filtered import filtered_search
+from searchengine.filters import SearchFilters
 from searchengine.ranking import rank
 
 if TYPE_CHECKING:
@@ -53,9 +57,17 @@ def _stderr_notice(message: str) -> None:
 
 @dataclass
 class SearchHit:
+    """One result; `score` is None for a filter-only search (newest first). Metadata fields: None when unknown."""
+
     path: str
-    score: float
+    score: float | None
     id: int
+    taken_at: str | None = None
+    width: int | None = None
+    height: int | None = None
+    camera: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
 
 
 @dataclass
@@ -113,6 +125,7 @@ class Library:
               reporter: "Reporter | None" = None, image_precision: str | None = None) -> "IndexSummary":
         """Index image files under `paths`. `image_precision` ("fp32", or opt-in "int8") is fixed at creation."""
         from indexer.lock import writer_lock
+        from indexer.metadata_fill import fill_missing_metadata
         from indexer.model import ModelSpec
         from indexer.pipeline import IndexOptions, commit_removals, run_pipeline
         from indexer.plan import make_plan
@@ -144,6 +157,7 @@ class Library:
                                        reporter, save_now_and_then)
             finally:
                 plan.close()
+            summary.metadata_filled = fill_missing_metadata(catalog, roots)
             store.finish()
             self._export_text_tower_if_missing()
         summary.seconds = time.monotonic() - started
@@ -204,14 +218,16 @@ class Library:
     # --- searching --------------------------------------------------------------------------------------------
     def search(self, text: str | None = None, image: str | None = None, limit: int = 20,
                exact: bool = False, *, terms: "Sequence[Term] | None" = None, min_score: float | None = None,
-               cutoff: str | None = None) -> list[SearchHit]:
-        """By a text, an image file, or weighted `terms` (query arithmetic, see searchengine.expression).
+               cutoff: str | None = None, filters: SearchFilters | None = None) -> list[SearchHit]:
+        """By a text, an image file, or weighted `terms` (query arithmetic, see searchengine.expression), among
+        the images passing `filters`; filters alone give the newest matching images (score None).
 
         `min_score` drops hits scoring below it; `cutoff="auto"` keeps only hits that stand out from the
         library's scores for this query (searchengine.cutoff).
         """
-        if sum(q is not None for q in (text, image, terms)) != 1:
-            raise QueryError("give either a text, an image or query terms to search for")
+        given = sum(q is not None for q in (text, image, terms))
+        if given > 1 or (given == 0 and not filters):
+            raise QueryError("give either a text, an image or query terms to search for (or filters alone)")
         if limit < 1:
             raise QueryError("--limit must be at least 1")
         if cutoff not in (None, "off", "auto"):
@@ -219,12 +235,14 @@ class Library:
         catalog = self._readable_catalog()
         if catalog.image_count() == 0:
             raise QueryError(f"library {self.folder} has no images yet; run `searchengine index FOLDER` first")
+        if given == 0:
+            return self._newest(catalog, filters, limit)
         if terms is not None:
             query = self.query_vector(terms)[None, :]
         else:
             query = self._query_encoder().texts([text]) if text is not None else \
                 self._query_encoder().image_file(image, catalog)
-        hits = self.search_vector(query[0], limit, exact)
+        hits = self.search_vector(query[0], limit, exact, filters)
         if min_score is None and cutoff in (None, "off"):
             return hits
         from searchengine.cutoff import cut
@@ -241,24 +259,57 @@ class Library:
         vectors = self._query_encoder().terms(terms, catalog, reuse_stored)
         return combine(vectors, [t.weight for t in terms])
 
-    def search_vector(self, vector: np.ndarray, limit: int = 20, exact: bool = False) -> list[SearchHit]:
-        """The best `limit` images whose files still exist, best first (any limit, on any kind of index)."""
+    def search_vector(self, vector: np.ndarray, limit: int = 20, exact: bool = False,
+                      filters: SearchFilters | None = None) -> list[SearchHit]:
+        """The best `limit` images (among those passing `filters`) whose files still exist, best first."""
         catalog = self._readable_catalog()
         dim = int(catalog.meta()["dim"])
         query = np.asarray(vector, dtype=np.float32).reshape(1, dim)
-        index = None if exact else self._readable_index()
+        index = None if exact or filters else self._readable_index()
         total = catalog.image_count()
         want, fetch = min(limit, total), min(limit, total)
         while True:
-            scores, ids = rank(catalog, index, query, fetch, dim)
+            if filters:
+                scores, ids = filtered_search(catalog, self._readable_index, query[0], fetch, filters, dim, exact)
+                scores, ids = scores[None, :], ids[None, :]
+            else:
+                scores, ids = rank(catalog, index, query, fetch, dim)
             hits, missing = _existing_hits(catalog, scores, ids)
-            if len(hits) >= want or fetch >= total:
+            if len(hits) >= want or fetch >= total or (filters and ids.shape[1] < fetch):
                 break
             fetch = min(total, 2 * fetch + missing)
+        self._notice_missing(missing)
+        return _with_metadata(catalog, hits[:limit])
+
+    def _newest(self, catalog: Catalog, filters: SearchFilters, limit: int) -> list[SearchHit]:
+        """Filters alone: the newest matching images (by taken_at) whose files still exist."""
+        where, params = filters.sql(catalog)
+        fetch = limit
+        while True:
+            ids = np.array(newest(catalog, where, params, fetch), np.int64).reshape(1, -1)
+            hits, missing = _existing_hits(catalog, np.zeros(ids.shape, np.float32), ids)
+            if len(hits) >= limit or ids.shape[1] < fetch:
+                break
+            fetch = 2 * fetch + missing
+        self._notice_missing(missing)
+        return [replace(hit, score=None) for hit in _with_metadata(catalog, hits[:limit])]
+
+    def _notice_missing(self, missing: int) -> None:
         if missing:
             self.notice(f"{missing} result(s) skipped: their files no longer exist "
                         "(`searchengine index` on their folder will remove them)")
-        return hits[:limit]
+
+    def show(self, path_or_id: str | int) -> ImageDetails:
+        """One image's record, by path (as indexed) or by id."""
+        catalog = self._readable_catalog()
+        rec = None
+        if isinstance(path_or_id, str):
+            rec = record(catalog, path=absolute(path_or_id))
+        if rec is None and str(path_or_id).strip().isdigit():
+            rec = record(catalog, image_id=int(path_or_id))
+        if rec is None:
+            raise QueryError(f"{path_or_id} is not in library {self.folder} (neither an indexed path nor an image id)")
+        return ImageDetails.from_record(rec)
 
     def duplicates(self, threshold: float | None = None) -> list["DuplicateGroup"]:
         """Groups of identical files and near-identical images (cosine >= threshold), most images first."""
@@ -398,6 +449,18 @@ class _Quiet:
     def start(self, total: int) -> None: ...
     def skipped(self, path: bytes, reason: str) -> None: ...
     def advance(self, n: int) -> None: ...
+
+
+def _with_metadata(catalog: Catalog, hits: list[SearchHit]) -> list[SearchHit]:
+    """The hits with the metadata their JSON carries (taken_at, size, camera, place), read in one query."""
+    metadata = metadata_for(catalog, [h.id for h in hits])
+    out = []
+    for hit in hits:
+        meta = metadata.get(hit.id)
+        out.append(hit if meta is None else replace(
+            hit, taken_at=taken_at_text(meta), width=meta.width, height=meta.height, camera=camera_text(meta),
+            latitude=meta.latitude, longitude=meta.longitude))
+    return out
 
 
 def _existing_hits(catalog: Catalog, scores: np.ndarray, ids: np.ndarray) -> tuple[list[SearchHit], int]:

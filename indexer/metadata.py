@@ -1,0 +1,191 @@
+"""Photo metadata read from an already opened PIL image: capture time, displayed size, format, camera, GPS.
+
+Runs in decode workers on the image they open anyway (no second read of the file). Every field is read on its
+own and anything odd (wrong types, year 0, NaN GPS, truncated IFDs, zero denominators) leaves that field empty:
+metadata never fails a file.
+
+`taken_at` is UTC epoch seconds, sortable across sources:
+* ``exif``: DateTimeOriginal with OffsetTimeOriginal, an exact instant;
+* ``exif-local``: DateTimeOriginal without an offset, a wall-clock time read in the indexing machine's zone;
+* ``mtime``: no usable EXIF date, the file's modification time.
+`taken_at_local` keeps the wall-clock time as written (ISO, no zone) and `taken_at_offset` the offset when known.
+"""
+from __future__ import annotations
+
+import io
+import math
+import re
+import warnings
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+METADATA_VERSION = 1  # stored per row; rows below it (or NULL) get a header-only pass on the next index run
+
+EXIF_IFD, GPS_IFD = 0x8769, 0x8825
+ORIENTATION, MAKE, MODEL = 0x0112, 0x010F, 0x0110
+DATETIME_ORIGINAL, OFFSET_TIME_ORIGINAL, LENS_MODEL = 0x9003, 0x9011, 0xA434
+GPS_LAT_REF, GPS_LAT, GPS_LON_REF, GPS_LON = 1, 2, 3, 4
+MIN_YEAR, MAX_YEAR = 1826, 2200  # the oldest surviving photograph; anything outside is a broken clock
+MAX_TEXT = 200
+
+FORMATS = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp",
+           "TIFF": "tiff", "HEIF": "heic", "HEIC": "heic", "AVIF": "avif"}
+
+_DATE = re.compile(r"^\s*(\d{4})[:\-](\d{2})[:\-](\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
+_OFFSET = re.compile(r"^\s*(?:([+-])(\d{2}):?(\d{2})|Z)\s*$")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ImageMetadata:
+    """What the catalog stores per image besides path, size and embedding; None = unknown."""
+
+    taken_at: float | None = None
+    taken_at_local: str | None = None
+    taken_at_offset: str | None = None
+    taken_at_source: str | None = None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    make: str | None = None
+    model: str | None = None
+    lens: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+
+    def with_mtime_fallback(self, mtime_ns: int) -> "ImageMetadata":
+        """The file's mtime as `taken_at` when EXIF gave no usable date."""
+        if self.taken_at is not None:
+            return self
+        when = datetime.fromtimestamp(mtime_ns / 1e9).astimezone()
+        local = when.replace(tzinfo=None, microsecond=0).isoformat()
+        return replace(self, taken_at=mtime_ns / 1e9, taken_at_local=local,
+                       taken_at_offset=_format_offset(when.utcoffset()), taken_at_source="mtime")
+
+
+def _safe(read: Callable[[], T]) -> T | None:
+    """One field's reader; any failure on odd input leaves the field empty."""
+    try:
+        return read()
+    except Exception:
+        return None
+
+
+def read_metadata(img: "Image.Image", exif: Any = None) -> ImageMetadata:
+    """Metadata of a freshly opened image (call before draft/load changes its size); `exif` if already read."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PIL warns about every odd tag; odd tags are simply left out
+        return _read(img, exif)
+
+
+def _read(img: "Image.Image", exif: Any) -> ImageMetadata:
+    if exif is None:
+        exif = _safe(lambda: _header_exif(img)) or {}
+    sub = _safe(lambda: exif.get_ifd(EXIF_IFD)) or {}
+    gps = _safe(lambda: exif.get_ifd(GPS_IFD)) or {}
+    size = _safe(lambda: _displayed_size(img.size, exif.get(ORIENTATION))) or (None, None)
+    when = _safe(lambda: _taken_at(sub.get(DATETIME_ORIGINAL) or exif.get(DATETIME_ORIGINAL),
+                                   sub.get(OFFSET_TIME_ORIGINAL) or exif.get(OFFSET_TIME_ORIGINAL)))
+    place = _safe(lambda: _gps(gps)) or (None, None)
+    return ImageMetadata(
+        *(when or (None, None, None, None)), width=size[0], height=size[1],
+        format=_safe(lambda: FORMATS.get(img.format or "", (img.format or "").lower() or None)),
+        make=_safe(lambda: _text(exif.get(MAKE))), model=_safe(lambda: _text(exif.get(MODEL))),
+        lens=_safe(lambda: _text(sub.get(LENS_MODEL) or exif.get(LENS_MODEL))),
+        latitude=place[0], longitude=place[1])
+
+
+def header_metadata(data: bytes) -> ImageMetadata:
+    """Metadata from a file's bytes reading headers only (no pixel decode); empty when PIL cannot open it."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return read_metadata(img)
+    except Exception:
+        return ImageMetadata()
+
+
+def _header_exif(img: "Image.Image") -> Any:
+    # PNG's getexif decodes the whole image when the eXIf chunk follows the pixels: not worth a full decode
+    if img.format == "PNG" and "exif" not in img.info:
+        return {}
+    return img.getexif()
+
+
+def _displayed_size(size: tuple[int, int], orientation: Any) -> tuple[int, int]:
+    w, h = int(size[0]), int(size[1])
+    return (h, w) if isinstance(orientation, int) and orientation in (5, 6, 7, 8) else (w, h)
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    value = " ".join(value.replace("\x00", " ").split())
+    return value[:MAX_TEXT] if value and value.isprintable() else None
+
+
+def _taken_at(raw: Any, raw_offset: Any) -> tuple[float, str, str | None, str] | None:
+    """(UTC epoch seconds, local ISO, offset or None, source) from EXIF's 'YYYY:MM:DD HH:MM:SS' and offset."""
+    text = _text(raw)
+    match = _DATE.match(text) if text else None
+    if not match:
+        return None
+    local = datetime(*(int(v) for v in match.groups()))  # raises on month 13, day 0, year 0...
+    if not MIN_YEAR <= local.year <= MAX_YEAR:
+        return None
+    offset = _parse_offset(_text(raw_offset))
+    if offset is None:
+        return local.timestamp(), local.isoformat(), None, "exif-local"
+    return local.replace(tzinfo=offset).timestamp(), local.isoformat(), _format_offset(offset.utcoffset(None)), "exif"
+
+
+def _parse_offset(text: str | None) -> timezone | None:
+    match = _OFFSET.match(text) if text else None
+    if not match:
+        return None
+    sign, hours, minutes = match.groups()
+    if sign is None:
+        return timezone.utc
+    delta = timedelta(hours=int(hours), minutes=int(minutes))
+    if delta > timedelta(hours=14) or int(minutes) >= 60:
+        return None
+    return timezone(-delta if sign == "-" else delta)
+
+
+def _format_offset(delta: timedelta | None) -> str | None:
+    if delta is None:
+        return None
+    minutes = int(delta.total_seconds() // 60)
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def _gps(gps: dict) -> tuple[float, float] | None:
+    lat = _degrees(gps.get(GPS_LAT), gps.get(GPS_LAT_REF), "SN", 90.0)
+    lon = _degrees(gps.get(GPS_LON), gps.get(GPS_LON_REF), "WE", 180.0)
+    if lat is None or lon is None or (lat == 0.0 and lon == 0.0):  # 0,0: a phone without a fix, not a place
+        return None
+    return lat, lon
+
+
+def _degrees(value: Any, ref: Any, signs: str, bound: float) -> float | None:
+    """Signed decimal degrees from EXIF's (degrees, minutes, seconds) rationals and N/S or E/W reference."""
+    parts = value if isinstance(value, (tuple, list)) else (value,)
+    if not 1 <= len(parts) <= 3:
+        return None
+    numbers = [float(p) for p in parts]  # IFDRational with a zero denominator gives NaN, caught below
+    degrees = sum(n / 60 ** i for i, n in enumerate(numbers))
+    if not math.isfinite(degrees) or any(n < 0 for n in numbers) or degrees > bound:
+        return None
+    ref_text = _text(ref)
+    if ref_text and ref_text[0].upper() == signs[0]:
+        return -degrees
+    return degrees if not ref_text or ref_text[0].upper() == signs[1] else None
