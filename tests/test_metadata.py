@@ -290,3 +290,15 @@ def test_search_hits_carry_metadata(folder, tiny_model_name):
     names = [Path(path).name for _, path in newest]
     assert {"full.jpg", "local.jpg", "broken.jpg"} <= set(names) and "plain.png" not in names
     assert names[0] == "broken.jpg" and newest[0][0] == Library.open().show(newest[0][1]).taken_at  # its mtime: now
+
+
+def test_heic_and_avif_metadata_as_displayed():
+    pytest.importorskip("pillow_heif")
+    from test_heic_avif import avif, heic, rotated_exif
+
+    from indexer.imaging import load_rgb
+
+    for kind, make in (("avif", avif), ("heic", heic)):
+        data = make(photo(1), exif=rotated_exif())
+        meta = both_paths(data)
+        assert (meta.format, meta.width, meta.height) == (kind, 64, 96) == (kind, *load_rgb(data).size)
