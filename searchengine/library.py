@@ -32,6 +32,7 @@ CATALOG_FILE = "catalog.sqlite"
 INDEX_FILE = "vectors.faiss"
 LOCK_FILE = "write.lock"
 TEXT_TOWER_DIR = "text_tower"
+TEXT_TOWER_SKIPPED = "text_tower.skipped"  # why this library's model has no numpy export (queries use torch)
 INDEX_SAVE_SECONDS = 60.0
 LIBRARY_ENV = "SEARCHENGINE_LIBRARY"
 
@@ -89,6 +90,7 @@ class LibraryStatus:
     index: str
     text_encoder: str
     image_precision: str
+    text_encoder_note: str = ""
 
 
 class Library:
@@ -208,12 +210,25 @@ class Library:
                                      "the image precision is chosen when a library is created")
 
     def _export_text_tower_if_missing(self) -> None:
-        target = self.folder / TEXT_TOWER_DIR
-        if target.exists() or self._model is None:
+        """Export (or re-export a damaged or older) text tower; a model that cannot be exported is noted."""
+        from indexer.tower_manifest import export_reason
+
+        target, skipped = self.folder / TEXT_TOWER_DIR, self.folder / TEXT_TOWER_SKIPPED
+        if skipped.exists() or export_reason(target) is None:
             return
         from indexer.text_tower import export_text_tower
 
-        export_text_tower(self._model.model, self._model.tokenizer, target)
+        try:
+            model = self._loaded_model()
+        except SearchEngineError as exc:
+            self.notice(f"text tower not re-exported ({exc})")
+            return
+        if not export_text_tower(model.model, model.tokenizer, target):
+            if target.exists():
+                import shutil
+
+                shutil.rmtree(target, ignore_errors=True)  # a damaged export must not be taken for a usable one
+            skipped.write_text("this model's text tower could not be exported to numpy; text queries use torch\n")
 
     # --- searching --------------------------------------------------------------------------------------------
     def search(self, text: str | None = None, image: str | None = None, limit: int = 20,
@@ -332,10 +347,19 @@ class Library:
         catalog = self._readable_catalog()
         meta = catalog.meta()
         images, failed = catalog.counts()
-        has_tower = (self.folder / TEXT_TOWER_DIR).is_dir()
+        tower_problem = self._text_tower_problem()
         return LibraryStatus(str(self.folder), images, failed, meta["model"], meta["pretrained"], int(meta["dim"]),
-                             meta.get("index_kind", "none"), "numpy" if has_tower else "torch",
-                             meta.get("image_precision", "fp32"))
+                             meta.get("index_kind", "none"), "torch" if tower_problem else "numpy",
+                             meta.get("image_precision", "fp32"), tower_problem or "")
+
+    def _text_tower_problem(self) -> str | None:
+        """Why text queries go to torch (None: the numpy export is complete and gives its recorded probe)."""
+        skipped = self.folder / TEXT_TOWER_SKIPPED
+        if skipped.exists():
+            return skipped.read_text().strip()
+        from indexer.tower_manifest import export_reason
+
+        return export_reason(self.folder / TEXT_TOWER_DIR)
 
     def failures(self) -> list[tuple[str, str]]:
         return [(os.fsdecode(f.path), f.reason) for f in self._readable_catalog().failures()]
@@ -436,8 +460,9 @@ class Library:
         from searchengine.query import QueryEncoder
 
         if self._query is None:
-            tower = self.folder / TEXT_TOWER_DIR
-            self._query = QueryEncoder(tower if tower.is_dir() else None, self._loaded_model)
+            expected = self.exists() and not (self.folder / TEXT_TOWER_SKIPPED).exists()
+            self._query = QueryEncoder(self.folder / TEXT_TOWER_DIR if expected else None, self._loaded_model,
+                                       self.notice)
         return self._query
 
 
