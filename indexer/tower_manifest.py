@@ -86,6 +86,31 @@ def probe_reason(manifest: Manifest, embedding: np.ndarray) -> str | None:
     return None
 
 
+def prefetch(folder: Path, skip: Sequence[str] = ("token_embedding.npy",)) -> None:
+    """Ask the kernel to read the export's weights in the background (a cold page cache costs most there).
+
+    The token embedding is skipped: a query reads only a few of its rows.
+    """
+    if not hasattr(os, "posix_fadvise"):
+        return
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.endswith(".npy") and entry.name not in skip:
+            try:
+                fd = os.open(entry.path, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+
+
 def load_text_tower(folder: Path) -> tuple[NumpyTextEncoder | None, Manifest | None, str | None]:
     """(encoder, manifest, None) for a complete export, else (None, None, why it cannot be used)."""
     manifest, reason = read_manifest(folder)

@@ -252,6 +252,10 @@ class Library:
             raise QueryError(f"library {self.folder} has no images yet; run `searchengine index FOLDER` first")
         if given == 0:
             return self._newest(catalog, filters, limit)
+        if (text is not None or terms is not None) and not exact:
+            # A cold page cache: the text tower's weights are read while faiss is imported and the index opened.
+            self._query_encoder().prefetch()
+            self._readable_index()
         if terms is not None:
             query = self.query_vector(terms)[None, :]
         else:

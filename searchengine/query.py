@@ -40,6 +40,13 @@ class QueryEncoder:
                 return rows
         return self.model().encode_texts(texts)
 
+    def prefetch(self) -> None:
+        """Start reading the export's weights from disk while the caller does other work."""
+        if self.text_tower_dir is not None and self._numpy_text is None:
+            from indexer.tower_manifest import prefetch
+
+            prefetch(self.text_tower_dir)
+
     def _numpy_texts(self, texts: list[str]) -> np.ndarray | None:
         """The export's embeddings, or None (announced once) if it cannot be trusted."""
         from indexer.tower_manifest import encode_checked, load_text_tower
