@@ -7,11 +7,10 @@ change sequence (`seq`) it reflects. Kinds:
 * ``ivf-sq8``: inverted lists over k-means cells (nlist ~ 2*sqrt(N)) holding 8-bit scalar-quantised
   vectors (512 B + 8 B id per 512-d vector), searched over `nprobe` cells, optionally re-ranked exactly.
 
-Why IVF-SQ8 (scripts/bench_search.py, 1M synthetic CLIP-like 512-d vectors, text-like queries, 2 busy
-cores): recall@10 0.98 at 26x the flat index's queries/s, 524 B/vector, built in ~3.5 min. IVF-PQ64
-(77 B/vector) reached only 0.94 even re-ranking 200 candidates per query, each an SQLite blob read;
-HNSW-SQ8 (784 B/vector) cannot remove ids and found 0.3-0.5 recall@10 for text queries, which sit far
-from every image, where graph walks get lost.
+Why IVF-SQ8: with exact re-ranking of a few candidates it keeps recall@10 near 0.98 on text-like queries at 1M
+vectors while the alternatives fall short (IVF-PQ needs hundreds of re-ranked candidates, each an SQLite read;
+HNSW-SQ8 cannot remove ids and loses its way for text queries, which sit far from every image). The figures are
+in the README and come from scripts/bench_search.py and scripts/bench_ann_alternatives.py.
 """
 from __future__ import annotations
 
