@@ -77,12 +77,21 @@ def _add_synthetic_rows(library: Path, count: int, chunk: int = 5000) -> None:
     catalog.close()
 
 
+CPU_SECONDS: list[float] = []  # CPU time (user + system) of each CLI run, in order: less swayed by a busy machine
+
+
 def searchengine(*args: str) -> float:
-    """Run the CLI as a fresh process; its wall time in seconds."""
+    """Run the CLI as a fresh process; its wall time in seconds (its CPU time is appended to CPU_SECONDS)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "searchengine", *args], check=True, capture_output=True,
                    env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU_SECONDS.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return wall
 
 
 PROBE = """
@@ -145,10 +154,13 @@ def cold_cli_latencies(work: Path, images: int = 100_000, runs: int = 7, warm_qu
     image_args = ["search", "--image", str(indexed_photo), "--json", "--library", str(library)]
     searchengine(*text_args[0])  # the first run after building may still write the index file
     files = query_files(library, ["search", "probe query", "--library", str(library)])
+    CPU_SECONDS.clear()
     warm_text = [searchengine(*a) for a in text_args[:runs]]
     warm_image = [searchengine(*image_args) for _ in range(runs)]
     cold_text = [cold_cache_run(files, a) for a in text_args[runs:]]
     cold_image = [cold_cache_run(files, image_args) for _ in range(runs)]
+    cpu = {kind: _median(CPU_SECONDS[i * runs:(i + 1) * runs])
+           for i, kind in enumerate(("text_warm_cache", "image_warm_cache", "text_cold_cache", "image_cold_cache"))}
     warm = warm_latencies(library, query_texts(warm_queries, seed=int(time.time()) + 1))
     return {
         "library_images": images,
@@ -161,6 +173,8 @@ def cold_cli_latencies(work: Path, images: int = 100_000, runs: int = 7, warm_qu
         "still_resident_after_evict": {kind: round(max(r[kind] for _, r in cold_text + cold_image), 4)
                                        for kind in files},
         "evicted_bytes": _evicted_bytes(files),
+        "cpu_s": cpu,
+        "loadavg_1min": round(os.getloadavg()[0], 2),
         **warm,
     }
 
