@@ -10,7 +10,12 @@ is its cluster centre plus isotropic noise, normalised (nearest-image cosine ~0.
 ~0.38). Text queries are a cluster centre pulled towards a shared "modality offset" direction plus noise,
 normalised, so their best image sits at cosine ~0.33 (mean ~0.14), as CLIP text queries do.
 
-    .venv/bin/python scripts/bench_search.py [--vectors N] [--queries Q]
+Then (unless --library-images 0) query latency of the real CLI on a generated ViT-B-32 library (query_latency.py):
+a new process per query with a warm page cache, and with a cold one (library, packages, project source and
+Python's standard library evicted first: page_cache.py), plus warm in-process queries. The index file's load is
+also timed after eviction. --vectors 0 runs only the CLI latencies.
+
+    .venv/bin/python scripts/bench_search.py [--vectors N] [--queries Q] [--library-images N] [--cold-runs R]
         [--vectors-file V.npy --queries-file Q.npy --ids-out I.npy]
 """
 from __future__ import annotations

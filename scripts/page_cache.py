@@ -108,12 +108,6 @@ def python_files() -> list[Path]:
     return sorted(paths)
 
 
-def installed_files(source_roots: Iterable[Path]) -> list[Path]:
-    """The venv's site-packages (every installed package: torch included) and the project's own source."""
-    site = {Path(sysconfig.get_path(name)) for name in ("purelib", "platlib")}
-    return sorted(site) + [Path(p) for p in source_roots]
-
-
 if __name__ == "__main__":
     if len(sys.argv) < 3 or sys.argv[1] not in ("evict", "resident"):
         sys.exit(__doc__.strip().splitlines()[-1].strip())

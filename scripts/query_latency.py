@@ -3,7 +3,8 @@
 The library is made the way a user makes one (`searchengine index` over a few generated photos, which also
 exports the text tower), then grown to N images with synthetic clustered embeddings written straight into
 the catalog, since encoding 100k real photos takes hours here and query cost does not depend on where the
-vectors came from.
+vectors came from. Each kind of query is timed in new processes with a warm page cache and with a cold one
+(see cold_cache_run), and in one process (warm).
 """
 from __future__ import annotations
 
