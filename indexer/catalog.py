@@ -18,6 +18,7 @@ import numpy as np
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
+from indexer.catalog_metadata import write_metadata
 from indexer.catalog_moves import MOVED, Claim, Reusable, find_reusable, forget_vanished, stash_removed, take_claim
 from indexer.durable import fsync_dir
 from indexer.errors import CatalogError
@@ -50,6 +51,7 @@ class StoredImage:
     existing_id: int | None = None
     metadata: ImageMetadata | None = None  # None: left for the next index run's header-only pass
     claim: Claim | None = None  # the entry of a moved file this path takes over
+    metadata: ImageMetadata | None = None  # None: left for the next index run's header-only pass
 
 
 @dataclass

@@ -68,7 +68,8 @@ def write_metadata_by_id(catalog: "Catalog", items: list[tuple[int, ImageMetadat
             _add_camera(conn, metadata)
 
 
-def rows_missing_metadata(catalog: "Catalog", root: bytes, chunk: int = 500) -> Iterator[list[tuple[int, bytes, int, int]]]:
+def rows_missing_metadata(catalog: "Catalog", root: bytes,
+                          chunk: int = 500) -> Iterator[list[tuple[int, bytes, int, int]]]:
     """(id, path, size, mtime_ns) of rows at or below folder `root` whose metadata is not read yet, by chunks."""
     low, high = root.rstrip(b"/") + b"/", root.rstrip(b"/") + b"0"
     last = -1

@@ -63,7 +63,8 @@ class ImageMetadata:
         if self.taken_at is not None:
             return self
         when = datetime.fromtimestamp(mtime_ns / 1e9).astimezone()
-        return replace(self, taken_at=mtime_ns / 1e9, taken_at_local=when.replace(tzinfo=None, microsecond=0).isoformat(),
+        local = when.replace(tzinfo=None, microsecond=0).isoformat()
+        return replace(self, taken_at=mtime_ns / 1e9, taken_at_local=local,
                        taken_at_offset=_format_offset(when.utcoffset()), taken_at_source="mtime")
 
 

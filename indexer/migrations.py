@@ -52,7 +52,20 @@ def m002_image_count(conn: "Connection") -> None:
     conn.exec_driver_sql("INSERT INTO meta (key, value) SELECT 'image_count', count(*) FROM images")
 
 
-def m003_metadata(conn: "Connection") -> None:
+def m003_vanished(conn: "Connection") -> None:
+    # Rows removed because their file vanished, kept until the run ends so a moved file can claim its entry.
+    conn.exec_driver_sql(
+        """CREATE TABLE vanished (
+            id INTEGER PRIMARY KEY,
+            path BLOB NOT NULL,
+            content_hash BLOB NOT NULL,
+            embedding BLOB NOT NULL
+        )"""
+    )
+    conn.exec_driver_sql("CREATE INDEX vanished_hash ON vanished (content_hash)")
+
+
+def m004_metadata(conn: "Connection") -> None:
     # NULL meta_version = not read yet: the next index run fills the row from the file's header.
     # taken_at is UTC epoch seconds (see indexer/metadata.py); the local wall-clock text and offset are kept.
     for column in ("meta_version INTEGER", "taken_at REAL", "taken_at_local TEXT", "taken_at_offset TEXT",
@@ -67,7 +80,7 @@ def m003_metadata(conn: "Connection") -> None:
     conn.exec_driver_sql("CREATE INDEX images_meta_version ON images (meta_version)")
 
 
-def m004_cameras(conn: "Connection") -> None:
+def m005_cameras(conn: "Connection") -> None:
     # The distinct cameras ('' for an unknown make or model): a --camera substring is matched against these few
     # names, and their images are then found through images_camera, instead of a LIKE on every image row.
     conn.exec_driver_sql("CREATE TABLE cameras (make TEXT NOT NULL, model TEXT NOT NULL, PRIMARY KEY (make, model))")
@@ -78,28 +91,17 @@ def m004_cameras(conn: "Connection") -> None:
     conn.exec_driver_sql("CREATE INDEX images_format ON images (format, taken_at, width, height)")
 
 
-def m005_index_roots(conn: "Connection") -> None:
+def m006_index_roots(conn: "Connection") -> None:
     # The folders (and excludes) `index` was given, so `index` without PATH and `serve --watch` can redo them.
     conn.exec_driver_sql(
         "CREATE TABLE index_roots (root BLOB PRIMARY KEY, exclude TEXT NOT NULL, indexed_at REAL NOT NULL)")
-def m003_vanished(conn: "Connection") -> None:
-    # Rows removed because their file vanished, kept until the run ends so a moved file can claim its entry.
-    conn.exec_driver_sql(
-        """CREATE TABLE vanished (
-            id INTEGER PRIMARY KEY,
-            path BLOB NOT NULL,
-            content_hash BLOB NOT NULL,
-            embedding BLOB NOT NULL
-        )"""
-    )
-    conn.exec_driver_sql("CREATE INDEX vanished_hash ON vanished (content_hash)")
 
 
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", m001_initial),
     ("002_image_count", m002_image_count),
     ("003_vanished", m003_vanished),
-    ("003_metadata", m003_metadata),
-    ("004_cameras", m004_cameras),
-    ("005_index_roots", m005_index_roots),
+    ("004_metadata", m004_metadata),
+    ("005_cameras", m005_cameras),
+    ("006_index_roots", m006_index_roots),
 ]

@@ -145,7 +145,7 @@ class _BatchWriter:
         task = prepared.task
         self.batch.stored.append(StoredImage(task.path, prepared.size, prepared.mtime_ns, prepared.content_hash,
                                              np.asarray(embedding, dtype=np.float32), task.existing_id,
-                                             prepared.metadata, prepared.claim))
+                                             prepared.claim, prepared.metadata))
         self.summary.moved += prepared.claim is not None
         if task.existing_id is None:
             self.summary.added += 1

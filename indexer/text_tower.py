@@ -11,6 +11,7 @@ import numpy as np
 
 from indexer.clip_tokenizer import ClipTokenizer, default_vocab_path, write_merges
 from indexer.numpy_text import MERGES_FILE, NumpyTextEncoder, TextTowerMeta
+from indexer.tower_manifest import PROBE_TEXT, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ def export_text_tower(model: Any, tokenizer: Any, dest: Path) -> bool:
         if not cosine >= MIN_COSINE:  # written this way so NaN also fails
             log.warning("text tower export rejected: min cosine %.6f < %s", cosine, MIN_COSINE)
             return False
+        write_manifest(tmp, cosine, NumpyTextEncoder.load(tmp).encode([PROBE_TEXT])[0])
         _replace_dir(tmp, dest)
         log.info("text tower exported to %s (%d layers, min cosine %.6f)", dest, meta.layers, cosine)
         return True

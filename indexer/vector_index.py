@@ -7,11 +7,10 @@ change sequence (`seq`) it reflects. Kinds:
 * ``ivf-sq8``: inverted lists over k-means cells (nlist ~ 2*sqrt(N)) holding 8-bit scalar-quantised
   vectors (512 B + 8 B id per 512-d vector), searched over `nprobe` cells, optionally re-ranked exactly.
 
-Why IVF-SQ8 (scripts/bench_search.py, 1M synthetic CLIP-like 512-d vectors, text-like queries, 2 busy
-cores): recall@10 0.98 at 26x the flat index's queries/s, 524 B/vector, built in ~3.5 min. IVF-PQ64
-(77 B/vector) reached only 0.94 even re-ranking 200 candidates per query, each an SQLite blob read;
-HNSW-SQ8 (784 B/vector) cannot remove ids and found 0.3-0.5 recall@10 for text queries, which sit far
-from every image, where graph walks get lost.
+Why IVF-SQ8: with exact re-ranking of a few candidates it keeps recall@10 near 0.98 on text-like queries at 1M
+vectors while the alternatives fall short (IVF-PQ needs hundreds of re-ranked candidates, each an SQLite read;
+HNSW-SQ8 cannot remove ids and loses its way for text queries, which sit far from every image). The figures are
+in the README and come from scripts/bench_search.py and scripts/bench_ann_alternatives.py.
 """
 from __future__ import annotations
 
@@ -273,6 +272,21 @@ class VectorIndex:
         finally:
             self.nprobe = saved
         return np.asarray(lims, np.int64), np.asarray(scores, np.float32), np.asarray(ids, np.int64)
+
+    def search_among(self, queries: np.ndarray, k: int, ids: np.ndarray | None,
+                     nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Like `search` without re-ranking, over `ids` only (None: all); IVF kinds scan `nprobe` cells."""
+        queries = _as_vectors(queries, self.dim)
+        bitmap = _id_bitmap(_as_ids(ids)) if ids is not None else None  # kept alive while faiss reads it
+        selector = faiss.IDSelectorBitmap(bitmap) if bitmap is not None else None
+        if self.kind == FLAT:
+            params = faiss.SearchParameters(sel=selector)
+        else:
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=max(1, min(nprobe or self.nprobe, self.nlist)))
+        with _threads(1 if self.kind == FLAT and len(queries) < SMALL_BATCH else THREADS):
+            scores, found = self._index.search(queries, k, params=params)
+        scores[found < 0] = MISSING_SCORE
+        return scores, found
 
     def should_rebuild(self, total: int) -> bool:
         """True when a collection of `total` vectors has outgrown this index (or shrunk back to exact size)."""

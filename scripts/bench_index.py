@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import json
 import os
 import resource
@@ -145,14 +144,12 @@ def load_model(folder: Path) -> Model:
 
     import open_clip
 
+    from indexer.model import _preprocess_config  # the product's reading of open_clip's eval settings
+
     logging.getLogger().setLevel(logging.ERROR)  # open_clip warns that the (random) weights are not pretrained
     net, _, reference = open_clip.create_model_and_transforms(f"local-dir:{folder}")
     net.eval()
-    pcfg = dict(net.visual.preprocess_cfg)
-    size = pcfg["size"][0] if isinstance(pcfg["size"], (tuple, list)) else pcfg["size"]
-    cfg = PreprocessConfig(int(size), tuple(pcfg["mean"]), tuple(pcfg["std"]),
-                           pcfg.get("interpolation", "bicubic"), pcfg.get("resize_mode", "shortest"))
-    return Model(net, reference, cfg)
+    return Model(net, reference, _preprocess_config(reference, net))
 
 
 def encode(net: Any, batch: np.ndarray) -> np.ndarray:
@@ -394,30 +391,32 @@ def index_steady_ips(photos: list[Path], n: int, model_dir: Path, work: Path,
 
 # ---------------------------------------------------------------- --explore: figures for the pipeline's design
 
-_worker_cfg: PreprocessConfig | None = None
+def _plain_worker(catalog_path: str, cfg: PreprocessConfig) -> None:
+    """The product's worker (indexer.prepare) without its idle priority, to measure what that priority gives."""
+    from indexer import prepare
 
-
-def _init_worker(cfg: PreprocessConfig, idle: bool = False) -> None:
-    global _worker_cfg
-    _worker_cfg = cfg
-    if idle:
-        lower_priority()
-
-
-def lower_priority() -> None:
-    """Run only on cores the encoder leaves idle, so decoding never stalls torch's threads mid-forward."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        os.nice(19)
+    prepare._worker = prepare.Preparer(catalog_path, cfg)
 
 
 def _prepare(path: Path) -> np.ndarray:
-    """What a pipeline worker does per file: read, hash, decode and preprocess."""
-    data = path.read_bytes()
-    hashlib.blake2b(data, digest_size=16).digest()
-    assert _worker_cfg is not None
-    return decode_and_preprocess(data, _worker_cfg)
+    """What a pipeline worker does per file: the product's read, hash, reuse lookup, decode and preprocess."""
+    from indexer.plan import Task
+    from indexer.prepare import prepare_in_worker
+
+    prepared = prepare_in_worker(Task(os.fsencode(path), None))
+    assert prepared.pixels is not None, prepared.error
+    return prepared.pixels
+
+
+def scratch_catalog(folder: Path) -> str:
+    """An empty catalog for the workers' reuse lookups (nothing found: every file is decoded)."""
+    from indexer.catalog import Catalog
+
+    path = folder / "explore-catalog.sqlite"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        Catalog.create(path, {"model": "bench", "pretrained": "", "dim": "512"}).close()
+    return str(path)
 
 
 def overlap_ips(paths: list[Path], model: Model, threads: int, workers: int, kind: str, batch: int) -> float:
@@ -425,12 +424,16 @@ def overlap_ips(paths: list[Path], model: Model, threads: int, workers: int, kin
 
     kind: "process" (worker processes), "idle" (worker processes at idle priority) or "thread" (threads here).
     """
+    from indexer.prepare import init_worker
+
     set_threads(threads)
+    catalog = scratch_catalog(ROOT / ".bench" / "work")
     if kind in ("process", "idle"):
         pool: Executor = ProcessPoolExecutor(workers, mp_context=get_context("forkserver"),
-                                             initializer=_init_worker, initargs=(model.cfg, kind == "idle"))
+                                             initializer=init_worker if kind == "idle" else _plain_worker,
+                                             initargs=(catalog, model.cfg))
     else:
-        _init_worker(model.cfg)
+        _plain_worker(catalog, model.cfg)
         pool = ThreadPoolExecutor(workers)
     with pool:
         list(pool.map(_prepare, paths[:workers]))  # start-up is not steady state
@@ -463,13 +466,15 @@ def overlap_configs(threads_options: list[int]) -> list[tuple[int, int, str]]:
 
 
 def int8_model(net: Any) -> Any:
-    import warnings
+    """The model with the product's `--int8` image tower (indexer.model._int8 returns a quantised copy)."""
+    import copy
 
-    import torch
+    from indexer.model import _int8
 
-    with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao (not installed)
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(net, {torch.nn.Linear}, dtype=torch.qint8)
+    quantised = copy.copy(net)
+    quantised._modules = dict(net._modules)  # a shallow copy would share the module table with `net`
+    quantised.visual = _int8(net.visual)
+    return quantised
 
 
 def explore(photos: list[Path], model: Model, pixels: np.ndarray, fp32: np.ndarray, batch: int,

@@ -44,17 +44,18 @@ catalog = Catalog.open(folder / "catalog.sqlite", writable=False)
 query = np.load(folder / "query.npy")
 imported = time.perf_counter()
 load = None
-if mode == "load":
+if mode != "damaged":  # the same process loads the file once on its own, to tell load from catch-up
     VectorIndex.load(folder / "vectors.faiss")
     load = time.perf_counter() - imported
 notices = []
+before_store = time.perf_counter()
 store = IndexStore(catalog, folder / "vectors.faiss", query.shape[1], notices.append)
 index = store.for_query()
 ready = time.perf_counter()
 scores, ids = rank(catalog, index, query, 20, query.shape[1])
 done = time.perf_counter()
-print(json.dumps({"imports_s": imported - started, "load_s": load, "index_ready_s": ready - imported,
-                  "query_s": done - ready, "total_s": done - imported, "exact": index is None,
+print(json.dumps({"imports_s": imported - started, "load_s": load, "index_ready_s": ready - before_store,
+                  "query_s": done - ready, "total_s": done - before_store, "exact": index is None,
                   "top_id": int(ids[0][0]), "notices": notices}))
 """
 
@@ -100,7 +101,7 @@ def main() -> None:
     build_catalog(work, vectors[:args.vectors])
     insert_s = time.perf_counter() - started
     build_s = writer_build(work)
-    loaded = probe(work, "load")
+    loaded = probe(work, "load")  # the saved file, up to date
     from indexer.catalog import BatchWrite, Catalog, StoredImage
 
     catalog = Catalog.open(work / "catalog.sqlite", writable=True)
@@ -122,7 +123,7 @@ def main() -> None:
     print(json.dumps({"vectors": args.vectors, "behind_rows": args.behind, "catalog_insert_s": round(insert_s, 1),
                       "writer_build_s": round(build_s, 1), "load_s": round(loaded["load_s"], 3),
                       "behind_ready_s": round(behind["index_ready_s"], 3),
-                      "behind_catch_up_beyond_load_s": round(behind["index_ready_s"] - loaded["load_s"], 3),
+                      "behind_catch_up_beyond_load_s": round(behind["index_ready_s"] - behind["load_s"], 3),
                       "behind_query_s": round(behind["query_s"], 3), "behind_exact": behind["exact"],
                       "damaged_answer_s": round(damaged["total_s"], 3), "damaged_exact": damaged["exact"],
                       "damaged_notice": damaged["notices"][:1], "repair_s": round(repair_s, 1)}))

@@ -3,7 +3,8 @@
 The library is made the way a user makes one (`searchengine index` over a few generated photos, which also
 exports the text tower), then grown to N images with synthetic clustered embeddings written straight into
 the catalog, since encoding 100k real photos takes hours here and query cost does not depend on where the
-vectors came from.
+vectors came from. Each kind of query is timed in new processes with a warm page cache and with a cold one
+(see cold_cache_run), and in one process (warm).
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "tests"))
 
 SUBJECTS = ("dog cat child horse bicycle car boat train bird woman man family cake tree house "
             "castle bridge tent kite balloon").split()
@@ -44,7 +44,7 @@ def query_texts(count: int, seed: int) -> list[str]:
 
 def make_library(work: Path, images: int) -> tuple[Path, Path]:
     """(library folder, one indexed photo), built once and reused."""
-    from images import photo
+    from bench_index import make_photo
     from random_model import build_random_model
 
     library, photos = work / f"query-library-{images}", work / f"query-photos-{images}"
@@ -53,7 +53,7 @@ def make_library(work: Path, images: int) -> tuple[Path, Path]:
     model = build_random_model(work / "random-vit-b-32")
     photos.mkdir(parents=True, exist_ok=True)
     for i in range(8):
-        photo(i, (640, 480)).save(photos / f"p{i}.jpg", quality=90)
+        make_photo(i, (640, 480)).save(photos / f"p{i}.jpg", quality=90)
     searchengine("index", str(photos), "--library", str(library), "--model", f"local-dir:{model}")
     _add_synthetic_rows(library, images - 8)
     # A writer run, as after a user's own index run: it chooses (and trains) the index for this size.
@@ -78,30 +78,120 @@ def _add_synthetic_rows(library: Path, count: int, chunk: int = 5000) -> None:
     catalog.close()
 
 
+CPU_SECONDS: list[float] = []  # CPU time (user + system) of each CLI run, in order: less swayed by a busy machine
+
+
 def searchengine(*args: str) -> float:
-    """Run the CLI as a fresh process; its wall time in seconds."""
+    """Run the CLI as a fresh process; its wall time in seconds (its CPU time is appended to CPU_SECONDS)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "searchengine", *args], check=True, capture_output=True,
                    env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU_SECONDS.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return wall
+
+
+PROBE = """
+import json, sys
+from searchengine.cli import main
+try:
+    main(sys.argv[1:], standalone_mode=False)
+except SystemExit:
+    pass
+files = {getattr(m, '__file__', None) for m in list(sys.modules.values())}
+with open('/proc/self/maps') as maps:
+    files |= {line.split(None, 5)[5].strip() for line in maps if len(line.split(None, 5)) == 6}
+print(json.dumps(sorted(f for f in files if f and f.startswith('/'))), file=sys.stderr)
+"""
+
+
+def query_files(library: Path, query_args: list[str]) -> dict[str, list[Path]]:
+    """What a query process reads, by kind: library, python (interpreter + stdlib), packages, source.
+
+    Packages are the site-packages folders of every module (and mapped shared library) a probe query loaded,
+    plus site-packages' top-level files (.pth files are read at every start); the source is this checkout.
+    """
+    import json
+    import sysconfig
+
+    from page_cache import python_files
+
+    probe = subprocess.run([sys.executable, "-c", PROBE, *query_args], capture_output=True, text=True,
+                           check=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    loaded = json.loads(probe.stderr.strip().splitlines()[-1])
+    site = Path(sysconfig.get_path("purelib"))
+    packages = {site / Path(f).relative_to(site).parts[0] for f in loaded if Path(f).is_relative_to(site)}
+    packages |= {p for p in site.iterdir() if p.is_file()}
+    heavy = {"torch", "open_clip", "sqlalchemy", "PIL"} & {p.name for p in packages}
+    if heavy:
+        raise RuntimeError(f"the query loaded {sorted(heavy)}")
+    return {"library": [library], "python": python_files(), "packages": sorted(packages),
+            "source": [ROOT / "indexer", ROOT / "searchengine"]}
+
+
+def cold_cache_run(files: dict[str, list[Path]], args: list[str]) -> tuple[float, dict[str, float]]:
+    """(wall seconds of a fresh CLI query, per kind the share of its files' bytes still resident after eviction).
+
+    Pages that another process keeps mapped (a shared library in use elsewhere) stay: that share says so.
+    """
+    from page_cache import evict, resident
+
+    evict([p for paths in files.values() for p in paths])
+    shares = {}
+    for kind, paths in files.items():
+        got, total = resident(paths)
+        shares[kind] = got / max(total, 1)
+    return searchengine(*args), shares
 
 
 def cold_cli_latencies(work: Path, images: int = 100_000, runs: int = 7, warm_queries: int = 50) -> dict:
-    """Median cold CLI latencies (text, indexed image) and warm in-process p50/p95 on a library of `images`."""
+    """Median cold CLI latencies (text, indexed image; warm and cold page cache) and warm in-process p50/p95."""
     library, indexed_photo = make_library(work, images)
-    texts = query_texts(runs, seed=int(time.time()))
-    cold_text = [searchengine("search", t, "--json", "--library", str(library)) for t in texts]
-    cold_image = [searchengine("search", "--image", str(indexed_photo), "--json", "--library", str(library))
-                  for _ in range(runs)]
+    text_args = [["search", t, "--json", "--library", str(library)] for t in query_texts(2 * runs, int(time.time()))]
+    image_args = ["search", "--image", str(indexed_photo), "--json", "--library", str(library)]
+    searchengine(*text_args[0])  # the first run after building may still write the index file
+    files = query_files(library, ["search", "probe query", "--library", str(library)])
+    CPU_SECONDS.clear()
+    warm_text = [searchengine(*a) for a in text_args[:runs]]
+    warm_image = [searchengine(*image_args) for _ in range(runs)]
+    cold_text = [cold_cache_run(files, a) for a in text_args[runs:]]
+    cold_image = [cold_cache_run(files, image_args) for _ in range(runs)]
+    cpu = {kind: _median(CPU_SECONDS[i * runs:(i + 1) * runs])
+           for i, kind in enumerate(("text_warm_cache", "image_warm_cache", "text_cold_cache", "image_cold_cache"))}
     warm = warm_latencies(library, query_texts(warm_queries, seed=int(time.time()) + 1))
     return {
         "library_images": images,
-        "cold_text_s": round(statistics.median(cold_text), 3),
-        "cold_text_runs_s": [round(t, 3) for t in cold_text],
-        "cold_image_s": round(statistics.median(cold_image), 3),
-        "cold_image_runs_s": [round(t, 3) for t in cold_image],
+        "cold_text_warm_cache_s": _median(warm_text), "cold_text_warm_cache_runs_s": _rounded(warm_text),
+        "cold_image_warm_cache_s": _median(warm_image), "cold_image_warm_cache_runs_s": _rounded(warm_image),
+        "cold_text_cold_cache_s": _median([t for t, _ in cold_text]),
+        "cold_text_cold_cache_runs_s": _rounded([t for t, _ in cold_text]),
+        "cold_image_cold_cache_s": _median([t for t, _ in cold_image]),
+        "cold_image_cold_cache_runs_s": _rounded([t for t, _ in cold_image]),
+        "still_resident_after_evict": {kind: round(max(r[kind] for _, r in cold_text + cold_image), 4)
+                                       for kind in files},
+        "evicted_bytes": _evicted_bytes(files),
+        "cpu_s": cpu,
+        "loadavg_1min": round(os.getloadavg()[0], 2),
         **warm,
     }
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 3)
+
+
+def _rounded(values: list[float]) -> list[float]:
+    return [round(v, 3) for v in values]
+
+
+def _evicted_bytes(files: dict[str, list[Path]]) -> dict[str, int]:
+    from page_cache import files_under
+
+    return {kind: sum(p.stat().st_size for p in files_under(paths)) for kind, paths in files.items()}
 
 
 def warm_latencies(library: Path, texts: list[str]) -> dict:

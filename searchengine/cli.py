@@ -57,6 +57,10 @@ class Main(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except BrokenPipeError:
+            # The reader went away (`... | head`): stop quietly, as other command-line tools do.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
         except Exception as exc:
             if ctx.meta.get("debug"):
                 raise
@@ -157,6 +161,7 @@ def search(query, image, add, subtract, force_text, limit, exact, null, min_scor
     """Search by TEXT, by an image FILE (or --image), or by terms joined with + and - (rclip's syntax).
 
     A term is a text or an existing image file, optionally weighted: "./racing car.jpg" - "2:sports car" + snow.
+    Filters narrow the search; alone, they list the matching images newest first.
     """
     filters = parse_filters(after, before, folder, camera, near, image_format, orientation)
     if query and image is not None:
@@ -166,18 +171,17 @@ def search(query, image, add, subtract, force_text, limit, exact, null, min_scor
     if copy_to is not None and link_to is not None:
         raise click.UsageError("give --copy-to or --link-to, not both")
     library = Library.open(library_dir)
-    if not query and image is None and not add and not subtract:  # filters alone: newest first
-        hits = library.search(limit=limit, exact=exact, filters=filters)
+    terms = _query_terms(query, image, add, subtract, force_text)
+    if not terms:  # filters alone: newest first
+        hits = library.search(limit=limit, filters=filters)
+    elif len(terms) == 1 and terms[0].weight > 0:  # one term: the plain text or image search, as before
+        single = str(terms[0].value)
+        hits = library.search(text=single if terms[0].kind == "text" else None,
+                              image=single if terms[0].kind == "image" else None,
+                              limit=limit, exact=exact, min_score=min_score, cutoff=cutoff, filters=filters)
     else:
-        terms = _query_terms(query, image, add, subtract, force_text)
-        if len(terms) == 1 and terms[0].weight > 0:  # one term: the plain text or image search, as before
-            single = str(terms[0].value)
-            hits = library.search(text=single if terms[0].kind == "text" else None,
-                                  image=single if terms[0].kind == "image" else None, limit=limit, exact=exact,
-                                  filters=filters, min_score=min_score, cutoff=cutoff)
-        else:
-            hits = library.search(terms=terms, limit=limit, exact=exact, filters=filters, min_score=min_score,
-                                  cutoff=cutoff)
+        hits = library.search(terms=terms, limit=limit, exact=exact, min_score=min_score, cutoff=cutoff,
+                              filters=filters)
     if as_json:
         click.echo(json.dumps([_hit_json(h) for h in hits]))
     else:
@@ -190,10 +194,17 @@ def search(query, image, add, subtract, force_text, limit, exact, null, min_scor
     if copy_to is not None or link_to is not None:
         from searchengine.export import export
 
-        folder = copy_to if copy_to is not None else link_to
-        written = export([h.path for h in hits], folder, "copy" if copy_to is not None else "link")
+        target = copy_to if copy_to is not None else link_to
+        written = export([h.path for h in hits], target, "copy" if copy_to is not None else "link")
         verb = "copied" if copy_to is not None else "linked"
-        click.echo(f"{verb} {len(written)} files into {os.path.abspath(folder)}", err=True)
+        click.echo(f"{verb} {len(written)} files into {os.path.abspath(target)}", err=True)
+
+
+def _hit_json(hit: Any) -> dict:
+    fields = asdict(hit)
+    if hit.score is not None:
+        fields["score"] = round(hit.score, 6)
+    return fields
 
 
 def _query_terms(query: tuple[str, ...], image: str | None, add: tuple[str, ...], subtract: tuple[str, ...],
@@ -217,12 +228,6 @@ def repair(library_dir, as_json) -> None:
         click.echo(f"rebuilt the {summary.index} vector index of {summary.images} images in {summary.seconds:.1f} s",
                    err=True)
 
-def _hit_json(hit: Any) -> dict:
-    fields = asdict(hit)
-    if hit.score is not None:
-        fields["score"] = round(hit.score, 6)
-    return fields
-
 
 @main.command()
 @click.argument("path_or_id")
@@ -235,8 +240,11 @@ def show(path_or_id, library_dir, as_json) -> None:
         click.echo(json.dumps(details))
         return
     for key, value in details.items():
-        line = f"{key}: {'' if value is None else value}"
-        _write(line.encode("utf-8", "surrogateescape") + b"\n")
+        text = "" if value is None else value
+        if key == "path":
+            _write(b"path: " + escape_path(os.fsencode(value)) + b"\n")
+        else:
+            _write(f"{key}: {text}\n".encode())
 
 
 @main.command()
@@ -301,28 +309,6 @@ def embed(query, images, add, subtract, force_text, model, pretrained, library_d
         click.echo(json.dumps(vector.tolist()))
 
 
-@main.command()
-@library_option
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; anything but loopback requires a token.")
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="0: any free port.")
-@click.option("--token", default=None, help="Access token (default: $SEARCHENGINE_TOKEN; generated off loopback).")
-@click.option("--max-upload-mb", default=20, show_default=True, type=click.IntRange(1, 1024),
-              help="Largest image accepted for search by image.")
-@click.option("--watch", is_flag=True, help="Re-index the library's folders when files change.")
-def serve(library_dir, host, port, token, max_upload_mb, watch) -> None:
-    """Serve the web app and JSON API until Ctrl-C (prints the URL to open)."""
-    from searchengine.server.run import ServeOptions
-    from searchengine.server.run import serve as run_server
-
-    def announce(line: str) -> None:
-        click.echo(line)
-        sys.stdout.flush()
-
-    run_server(Library.open(library_dir), ServeOptions(host, port, token, max_upload_mb, watch), announce)
-
-
-
 def _single_term(raw: str | None, force_text: bool) -> tuple[list[str], list[str]]:
     """A lone TEXT: ([text], []) or, when it names an image file, ([], [file]); a weight changes nothing alone."""
     from searchengine.expression import IMAGE, resolve_term
@@ -362,6 +348,27 @@ def escape_path(path: bytes) -> bytes:
     for raw, escaped in _ESCAPES.items():  # backslash first, so the escapes' own backslashes stay as they are
         path = path.replace(raw, escaped)
     return path
+
+
+@main.command()
+@library_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback requires a token.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="0: any free port.")
+@click.option("--token", default=None, help="Access token (default: $SEARCHENGINE_TOKEN; generated off loopback).")
+@click.option("--max-upload-mb", default=20, show_default=True, type=click.IntRange(1, 1024),
+              help="Largest image accepted for search by image.")
+@click.option("--watch", is_flag=True, help="Re-index the library's folders when files change.")
+def serve(library_dir, host, port, token, max_upload_mb, watch) -> None:
+    """Serve the web app and JSON API until Ctrl-C (prints the URL to open)."""
+    from searchengine.server.run import ServeOptions
+    from searchengine.server.run import serve as run_server
+
+    def announce(line: str) -> None:
+        click.echo(line)
+        sys.stdout.flush()
+
+    run_server(Library.open(library_dir), ServeOptions(host, port, token, max_upload_mb, watch), announce)
 
 
 def _write(data: bytes) -> None:

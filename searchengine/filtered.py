@@ -34,7 +34,7 @@ MIN_PROBE_BOOST = 2.0
 Ranked = tuple[np.ndarray, np.ndarray]  # (scores float32, ids int64), best first
 
 
-def filtered_search(catalog: "Catalog", index: Callable[[], "VectorIndex"], query: np.ndarray, limit: int,
+def filtered_search(catalog: "Catalog", index: Callable[[], "VectorIndex | None"], query: np.ndarray, limit: int,
                     filters: "SearchFilters", dim: int, exact: bool = False) -> Ranked:
     """The best `limit` matching images for `query` (shape (dim,)); `index` gives the current vector index."""
     where, params = filters.sql(catalog)
@@ -44,6 +44,8 @@ def filtered_search(catalog: "Catalog", index: Callable[[], "VectorIndex"], quer
     if count <= EXACT_MATCHES:
         return exact_among(catalog, query, matching_ids(catalog, where, params), dim, limit)
     vectors = index()
+    if vectors is None:  # no usable index yet (readers never build a large one): exact, slower but right
+        return exact_among(catalog, query, matching_ids(catalog, where, params), dim, limit)
     nprobe = _boosted_nprobe(vectors, count)
     if count <= LISTED_MATCHES:
         return _restricted(catalog, vectors, query, matching_ids(catalog, where, params), limit, dim, nprobe)

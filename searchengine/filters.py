@@ -10,7 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 from indexer.catalog_metadata import DISTANCE_FUNCTION, EARTH_RADIUS_KM, cameras_matching
 from indexer.errors import QueryError
@@ -18,6 +18,8 @@ from indexer.errors import QueryError
 if TYPE_CHECKING:
     from indexer.catalog import Catalog
 
+PARAM_NAMES = {"after": "after", "before": "before", "in": "folder", "camera": "camera", "near": "near",
+               "format": "format", "orientation": "orientation"}  # server parameter -> SearchFilters.parse argument
 MAX_CAMERA_TERMS = 200  # more matching cameras than this: a LIKE on every row is simpler than a longer OR
 BOX_MARGIN_DEG = 1e-9  # so rounding never leaves a point at exactly KM outside the box
 DEFAULT_NEAR_KM = 1.0
@@ -66,6 +68,13 @@ class SearchFilters:
                    near=None if near is None else parse_near(near),
                    format=None if format is None else parse_format(format),
                    orientation=None if orientation is None else parse_orientation(orientation))
+
+    @classmethod
+    def from_params(cls, params: "Mapping[str, str]") -> "SearchFilters":
+        """From query parameters named like the CLI options (after, before, in, camera, near, format, orientation);
+        others are ignored, empty ones mean no condition."""
+        given = {key: value for key, value in params.items() if key in PARAM_NAMES and value not in (None, "")}
+        return cls.parse(**{PARAM_NAMES[key]: value for key, value in given.items()})
 
     def sql(self, catalog: "Catalog | None" = None) -> tuple[str, tuple]:
         """An SQL condition over the catalog's `images` columns, with its parameters.
@@ -172,6 +181,9 @@ def parse_orientation(text: str) -> str:
     return value
 
 
+WRAPPED_BOX = "latitude BETWEEN ? AND ? AND (longitude >= ? OR longitude <= ?)"  # across the 180th meridian
+
+
 def _bounding_box(near: Near) -> tuple[str, list]:
     """A latitude/longitude box holding every point within `near.km` (served by the catalog's place index)."""
     dlat = math.degrees(near.km / EARTH_RADIUS_KM) + BOX_MARGIN_DEG
@@ -185,7 +197,7 @@ def _bounding_box(near: Near) -> tuple[str, list]:
     dlon = math.degrees(math.asin(ratio)) + BOX_MARGIN_DEG
     lon_low, lon_high = near.longitude - dlon, near.longitude + dlon
     if lon_low < -180:
-        return "latitude BETWEEN ? AND ? AND (longitude >= ? OR longitude <= ?)", [lat_low, lat_high, lon_low + 360, lon_high]
+        return WRAPPED_BOX, [lat_low, lat_high, lon_low + 360, lon_high]
     if lon_high > 180:
-        return "latitude BETWEEN ? AND ? AND (longitude >= ? OR longitude <= ?)", [lat_low, lat_high, lon_low, lon_high - 360]
+        return WRAPPED_BOX, [lat_low, lat_high, lon_low, lon_high - 360]
     return "latitude BETWEEN ? AND ? AND longitude BETWEEN ? AND ?", [lat_low, lat_high, lon_low, lon_high]

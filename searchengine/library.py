@@ -4,20 +4,19 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from indexer.catalog import Catalog
+from indexer.catalog_metadata import metadata_for, newest, record
 from indexer.catalog_images import (ImageRow, IndexRoot, embedding_of, image_row, image_rows, index_roots,
                                     remember_roots)
 from indexer.errors import (ImageNotFoundError, LibraryNotFoundError, ModelMismatchError, QueryError,
                             SearchEngineError)
 from indexer.scan import absolute
-from indexer.catalog_metadata import metadata_for, newest, record
-from indexer.metadata import ImageMetadata
 from searchengine.details import ImageDetails, camera_text, taken_at_text
 from searchengine.filtered import filtered_search
 from searchengine.filters import SearchFilters
@@ -36,9 +35,9 @@ CATALOG_FILE = "catalog.sqlite"
 INDEX_FILE = "vectors.faiss"
 LOCK_FILE = "write.lock"
 TEXT_TOWER_DIR = "text_tower"
+TEXT_TOWER_SKIPPED = "text_tower.skipped"  # why this library's model has no numpy export (queries use torch)
 INDEX_SAVE_SECONDS = 60.0
 LIBRARY_ENV = "SEARCHENGINE_LIBRARY"
-HITS_PER_READ = 10_000
 
 NoticeFn = Callable[[str], None]
 
@@ -94,6 +93,7 @@ class LibraryStatus:
     index: str
     text_encoder: str
     image_precision: str
+    text_encoder_note: str = ""
 
 
 class Library:
@@ -163,21 +163,11 @@ class Library:
             finally:
                 plan.close()
             summary.metadata_filled = fill_missing_metadata(catalog, roots)
+            remember_roots(catalog, roots, list(exclude))
             store.finish()
             self._export_text_tower_if_missing()
-            remember_roots(catalog, roots, list(exclude))
         summary.seconds = time.monotonic() - started
         return summary
-
-    def repair(self) -> "RepairSummary":
-        """Rebuild the vector index from the catalog (training the ANN kind as the size calls for) and save it."""
-        from indexer.lock import writer_lock
-
-        started = time.monotonic()
-        self._readable_catalog()  # a missing library is reported as such
-        with writer_lock(self.folder / LOCK_FILE, self.notice):
-            index = self._index_store(self._writable_catalog()).repair()
-        return RepairSummary(str(self.folder), index.ntotal, index.kind, time.monotonic() - started)
 
     def remembered_roots(self) -> list[IndexRoot]:
         """The folders (with their excludes) earlier `index` runs were given."""
@@ -201,6 +191,16 @@ class Library:
             for name in ("added", "updated", "removed", "unchanged", "failed", "reused", "encoded", "seconds"):
                 setattr(total, name, getattr(total, name) + getattr(summary, name))
         return total
+
+    def repair(self) -> "RepairSummary":
+        """Rebuild the vector index from the catalog (training the ANN kind as the size calls for) and save it."""
+        from indexer.lock import writer_lock
+
+        started = time.monotonic()
+        self._readable_catalog()  # a missing library is reported as such
+        with writer_lock(self.folder / LOCK_FILE, self.notice):
+            index = self._index_store(self._writable_catalog()).repair()
+        return RepairSummary(str(self.folder), index.ntotal, index.kind, time.monotonic() - started)
 
     def _create(self, spec: "ModelSpec", image_precision: str) -> None:
         """Load the model first: weights that cannot be had leave no half-made library behind."""
@@ -237,24 +237,35 @@ class Library:
                                      "the image precision is chosen when a library is created")
 
     def _export_text_tower_if_missing(self) -> None:
-        target = self.folder / TEXT_TOWER_DIR
-        if target.exists() or self._model is None:
+        """Export (or re-export a damaged or older) text tower; a model that cannot be exported is noted."""
+        from indexer.tower_manifest import export_reason
+
+        target, skipped = self.folder / TEXT_TOWER_DIR, self.folder / TEXT_TOWER_SKIPPED
+        if skipped.exists() or export_reason(target) is None:
             return
         from indexer.text_tower import export_text_tower
 
-        export_text_tower(self._model.model, self._model.tokenizer, target)
+        try:
+            model = self._loaded_model()
+        except SearchEngineError as exc:
+            self.notice(f"text tower not re-exported ({exc})")
+            return
+        if not export_text_tower(model.model, model.tokenizer, target):
+            if target.exists():
+                import shutil
+
+                shutil.rmtree(target, ignore_errors=True)  # a damaged export must not be taken for a usable one
+            skipped.write_text("this model's text tower could not be exported to numpy; text queries use torch\n")
 
     # --- searching --------------------------------------------------------------------------------------------
     def search(self, text: str | None = None, image: str | None = None, limit: int = 20,
-               exact: bool = False, filters: SearchFilters | None = None, offset: int = 0, *,
-               terms: "Sequence[Term] | None" = None, min_score: float | None = None,
-               cutoff: str | None = None) -> list[SearchHit]:
+               exact: bool = False, *, terms: "Sequence[Term] | None" = None, min_score: float | None = None,
+               cutoff: str | None = None, filters: SearchFilters | None = None) -> list[SearchHit]:
         """By a text, an image file, or weighted `terms` (query arithmetic, see searchengine.expression), among
-        the images passing `filters`; filters alone: newest first.
+        the images passing `filters`; filters alone give the newest matching images (score None).
 
         `min_score` drops hits scoring below it; `cutoff="auto"` keeps only hits that stand out from the
-        library's scores for this query (searchengine.cutoff). `offset` skips that many of the best (a page:
-        the same order as a longer limit).
+        library's scores for this query (searchengine.cutoff).
         """
         given = sum(q is not None for q in (text, image, terms))
         if given > 1 or (given == 0 and not filters):
@@ -266,54 +277,23 @@ class Library:
         catalog = self._readable_catalog()
         if catalog.image_count() == 0:
             raise QueryError(f"library {self.folder} has no images yet; run `searchengine index FOLDER` first")
-        if text is None and image is None and terms is None:
-            found = newest(catalog, *filters.sql(catalog), limit + offset)[offset:]
-            return self._hits(catalog, [(None, i) for i in found])
+        if given == 0:
+            return self._newest(catalog, filters, limit)
+        if (text is not None or terms is not None) and not exact:
+            # A cold page cache: the text tower's weights are read while faiss is imported and the index opened.
+            self._query_encoder().prefetch()
+            self._readable_index()
         if terms is not None:
             query = self.query_vector(terms)[None, :]
         else:
             query = self._query_encoder().texts([text]) if text is not None else \
                 self._query_encoder().image_file(image, catalog)
-        hits = self.search_vector(query[0], limit + offset, exact, filters)[offset:]
+        hits = self.search_vector(query[0], limit, exact, filters)
         if min_score is None and cutoff in (None, "off"):
             return hits
         from searchengine.cutoff import cut
 
         return cut(hits, query[0], catalog, min_score, cutoff)
-
-    def query_vector(self, terms: "Sequence[Term]", reuse_stored: bool = True) -> np.ndarray:
-        """The unit query vector of weighted terms (indexed, unchanged image files use their stored embedding)."""
-        from searchengine.expression import combine
-
-        if not terms:
-            raise QueryError("no query terms given")
-        catalog = self._readable_catalog() if self.exists() else None
-        vectors = self._query_encoder().terms(terms, catalog, reuse_stored)
-        return combine(vectors, [t.weight for t in terms])
-
-    def search_vector(self, vector: np.ndarray, limit: int = 20, exact: bool = False,
-                      filters: SearchFilters | None = None) -> list[SearchHit]:
-        """The best `limit` images (passing `filters`) whose files still exist, best first."""
-        catalog = self._readable_catalog()
-        dim = int(catalog.meta()["dim"])
-        query = np.asarray(vector, dtype=np.float32).reshape(1, dim)
-        if filters:
-            scores, ids = filtered_search(catalog, self._readable_index, query[0], limit, filters, dim, exact)
-            ranked, missing = _existing(catalog, scores[None, :], ids[None, :])
-            return self._hits(catalog, ranked)[:limit]
-        index = None if exact else self._readable_index()
-        total = catalog.image_count()
-        want, fetch = min(limit, total), min(limit, total)
-        while True:
-            scores, ids = rank(catalog, index, query, fetch, dim)
-            ranked, missing = _existing(catalog, scores, ids)
-            if len(ranked) >= want or fetch >= total:
-                break
-            fetch = min(total, 2 * fetch + missing)
-        if missing:
-            self.notice(f"{missing} result(s) skipped: their files no longer exist "
-                        "(`searchengine index` on their folder will remove them)")
-        return self._hits(catalog, ranked[:limit])
 
     def similar(self, image_id: int, limit: int = 20, offset: int = 0, exact: bool = False,
                 filters: SearchFilters | None = None) -> list[SearchHit]:
@@ -338,20 +318,55 @@ class Library:
         """Records of several images at once, by id (ids no longer indexed are left out)."""
         return image_rows(self._readable_catalog(), ids)
 
-    def _hits(self, catalog: Catalog, ranked: list[tuple[float | None, int]]) -> list[SearchHit]:
-        """Hits for (score, id) pairs, with their metadata, leaving out ids no longer in the catalog."""
-        ids = [i for _, i in ranked]
-        paths: dict[int, bytes] = {}
-        for start in range(0, len(ids), HITS_PER_READ):  # SQLite caps the parameters of one statement
-            paths.update(catalog.paths_for(ids[start:start + HITS_PER_READ]))
-        metadata = metadata_for(catalog, ids)
-        hits = []
-        for score, image_id in ranked:
-            if image_id in paths:
-                meta = metadata.get(image_id) or ImageMetadata()
-                hits.append(SearchHit(os.fsdecode(paths[image_id]), score, image_id, taken_at_text(meta), meta.width,
-                                      meta.height, camera_text(meta), meta.latitude, meta.longitude))
-        return hits
+    def query_vector(self, terms: "Sequence[Term]", reuse_stored: bool = True) -> np.ndarray:
+        """The unit query vector of weighted terms (indexed, unchanged image files use their stored embedding)."""
+        from searchengine.expression import combine
+
+        if not terms:
+            raise QueryError("no query terms given")
+        catalog = self._readable_catalog() if self.exists() else None
+        vectors = self._query_encoder().terms(terms, catalog, reuse_stored)
+        return combine(vectors, [t.weight for t in terms])
+
+    def search_vector(self, vector: np.ndarray, limit: int = 20, exact: bool = False,
+                      filters: SearchFilters | None = None) -> list[SearchHit]:
+        """The best `limit` images (among those passing `filters`) whose files still exist, best first."""
+        catalog = self._readable_catalog()
+        dim = int(catalog.meta()["dim"])
+        query = np.asarray(vector, dtype=np.float32).reshape(1, dim)
+        index = None if exact or filters else self._readable_index()
+        total = catalog.image_count()
+        want, fetch = min(limit, total), min(limit, total)
+        while True:
+            if filters:
+                scores, ids = filtered_search(catalog, self._readable_index, query[0], fetch, filters, dim, exact)
+                scores, ids = scores[None, :], ids[None, :]
+            else:
+                scores, ids = rank(catalog, index, query, fetch, dim)
+            hits, missing = _existing_hits(catalog, scores, ids)
+            if len(hits) >= want or fetch >= total or (filters and ids.shape[1] < fetch):
+                break
+            fetch = min(total, 2 * fetch + missing)
+        self._notice_missing(missing)
+        return _with_metadata(catalog, hits[:limit])
+
+    def _newest(self, catalog: Catalog, filters: SearchFilters, limit: int) -> list[SearchHit]:
+        """Filters alone: the newest matching images (by taken_at) whose files still exist."""
+        where, params = filters.sql(catalog)
+        fetch = limit
+        while True:
+            ids = np.array(newest(catalog, where, params, fetch), np.int64).reshape(1, -1)
+            hits, missing = _existing_hits(catalog, np.zeros(ids.shape, np.float32), ids)
+            if len(hits) >= limit or ids.shape[1] < fetch:
+                break
+            fetch = 2 * fetch + missing
+        self._notice_missing(missing)
+        return [replace(hit, score=None) for hit in _with_metadata(catalog, hits[:limit])]
+
+    def _notice_missing(self, missing: int) -> None:
+        if missing:
+            self.notice(f"{missing} result(s) skipped: their files no longer exist "
+                        "(`searchengine index` on their folder will remove them)")
 
     def show(self, path_or_id: str | int) -> ImageDetails:
         """One image's record, by path (as indexed) or by id."""
@@ -386,10 +401,19 @@ class Library:
         catalog = self._readable_catalog()
         meta = catalog.meta()
         images, failed = catalog.counts()
-        has_tower = (self.folder / TEXT_TOWER_DIR).is_dir()
+        tower_problem = self._text_tower_problem()
         return LibraryStatus(str(self.folder), images, failed, meta["model"], meta["pretrained"], int(meta["dim"]),
-                             meta.get("index_kind", "none"), "numpy" if has_tower else "torch",
-                             meta.get("image_precision", "fp32"))
+                             meta.get("index_kind", "none"), "torch" if tower_problem else "numpy",
+                             meta.get("image_precision", "fp32"), tower_problem or "")
+
+    def _text_tower_problem(self) -> str | None:
+        """Why text queries go to torch (None: the numpy export is complete and gives its recorded probe)."""
+        skipped = self.folder / TEXT_TOWER_SKIPPED
+        if skipped.exists():
+            return skipped.read_text().strip()
+        from indexer.tower_manifest import export_reason
+
+        return export_reason(self.folder / TEXT_TOWER_DIR)
 
     def failures(self) -> list[tuple[str, str]]:
         return [(os.fsdecode(f.path), f.reason) for f in self._readable_catalog().failures()]
@@ -490,8 +514,9 @@ class Library:
         from searchengine.query import QueryEncoder
 
         if self._query is None:
-            tower = self.folder / TEXT_TOWER_DIR
-            self._query = QueryEncoder(tower if tower.is_dir() else None, self._loaded_model)
+            expected = self.exists() and not (self.folder / TEXT_TOWER_SKIPPED).exists()
+            self._query = QueryEncoder(self.folder / TEXT_TOWER_DIR if expected else None, self._loaded_model,
+                                       self.notice)
         return self._query
 
 
@@ -505,10 +530,22 @@ class _Quiet:
     def advance(self, n: int) -> None: ...
 
 
-def _existing(catalog: Catalog, scores: np.ndarray, ids: np.ndarray) -> tuple[list[tuple[float, int]], int]:
-    """(score, id) of hits whose files exist now (a stat each), and how many were skipped because theirs are gone."""
+def _with_metadata(catalog: Catalog, hits: list[SearchHit]) -> list[SearchHit]:
+    """The hits with the metadata their JSON carries (taken_at, size, camera, place), read in one query."""
+    metadata = metadata_for(catalog, [h.id for h in hits])
+    out = []
+    for hit in hits:
+        meta = metadata.get(hit.id)
+        out.append(hit if meta is None else replace(
+            hit, taken_at=taken_at_text(meta), width=meta.width, height=meta.height, camera=camera_text(meta),
+            latitude=meta.latitude, longitude=meta.longitude))
+    return out
+
+
+def _existing_hits(catalog: Catalog, scores: np.ndarray, ids: np.ndarray) -> tuple[list[SearchHit], int]:
+    """Hits whose files exist now (a stat each), and how many were skipped because theirs are gone."""
     paths = catalog.paths_for([int(i) for i in ids[0] if i >= 0])
-    ranked, missing = [], 0
+    hits, missing = [], 0
     for score, image_id in zip(scores[0], ids[0]):
         path = paths.get(int(image_id))
         if path is None:
@@ -516,5 +553,5 @@ def _existing(catalog: Catalog, scores: np.ndarray, ids: np.ndarray) -> tuple[li
         if not os.path.exists(path):
             missing += 1
             continue
-        ranked.append((float(score), int(image_id)))
-    return ranked, missing
+        hits.append(SearchHit(os.fsdecode(path), float(score), int(image_id)))
+    return hits, missing

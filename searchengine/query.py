@@ -24,23 +24,48 @@ ModelFn = Callable[[], "ClipModel"]
 
 
 class QueryEncoder:
-    def __init__(self, text_tower_dir: Path | None, model: ModelFn):
+    """`text_tower_dir`: the library's numpy export, expected to be usable; None where torch is expected."""
+
+    def __init__(self, text_tower_dir: Path | None, model: ModelFn, notice: Callable[[str], None] | None = None):
         self.text_tower_dir = text_tower_dir
         self.model = model
+        self.notice = notice or (lambda message: None)
         self._numpy_text = None
+        self.fallback_reason: str | None = None
 
     def texts(self, texts: Sequence[str]) -> np.ndarray:
-        encoder = self._numpy_encoder()
-        if encoder is not None:
-            return encoder.encode(list(texts))
+        if self.text_tower_dir is not None and self.fallback_reason is None:
+            rows = self._numpy_texts(list(texts))
+            if rows is not None:
+                return rows
         return self.model().encode_texts(texts)
 
-    def _numpy_encoder(self):
-        if self._numpy_text is None and self.text_tower_dir is not None:
-            from indexer.numpy_text import NumpyTextEncoder
+    def prefetch(self) -> None:
+        """Start reading the export's weights from disk while the caller does other work."""
+        if self.text_tower_dir is not None and self._numpy_text is None:
+            from indexer.tower_manifest import prefetch
 
-            self._numpy_text = NumpyTextEncoder.load(self.text_tower_dir) or False
-        return self._numpy_text or None
+            prefetch(self.text_tower_dir)
+
+    def _numpy_texts(self, texts: list[str]) -> np.ndarray | None:
+        """The export's embeddings, or None (announced once) if it cannot be trusted."""
+        from indexer.tower_manifest import encode_checked, load_text_tower
+
+        if self._numpy_text is None:
+            encoder, manifest, reason = load_text_tower(self.text_tower_dir)
+            if encoder is None:
+                self._fall_back(reason or "unusable")
+                return None
+            self._numpy_text = (encoder, manifest)
+        rows, reason = encode_checked(*self._numpy_text, texts)
+        if rows is None:
+            self._fall_back(reason or "unusable")
+        return rows
+
+    def _fall_back(self, reason: str) -> None:
+        self.fallback_reason = reason
+        self.notice(f"text queries use torch (slower): the numpy text tower cannot be used: {reason}; "
+                    "the next `searchengine index` run re-exports it")
 
     def image_file(self, path: str, catalog: Catalog | None) -> np.ndarray:
         """The stored embedding when `path` is indexed and unchanged, else a fresh encoding."""

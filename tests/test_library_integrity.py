@@ -217,3 +217,16 @@ def test_catalog_reads_take_more_ids_than_sqlite_parameters(photos, isolated):
         assert not vectors[:40_000].any()
     finally:
         catalog.close()
+
+
+def test_a_closed_pipe_ends_the_command_quietly(photos):
+    import subprocess
+
+    from faults import CLI
+
+    with subprocess.Popen([*CLI, "search", "a photo", "--limit", "10"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as proc:
+        proc.stdout.close()  # like `| head -0`: the reader is gone before anything is written
+        stderr = proc.stderr.read().decode()
+        proc.wait(timeout=120)
+    assert proc.returncode != 0 and "Error" not in stderr and "Traceback" not in stderr, stderr

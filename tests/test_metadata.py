@@ -231,7 +231,7 @@ def test_rows_from_before_metadata_are_filled_from_headers(folder, tiny_model_na
 
 def test_a_catalog_from_before_the_migration_is_upgraded_and_filled(folder, tiny_model_name, monkeypatch):
     with monkeypatch.context() as patch:
-        patch.setattr(catalog_module, "MIGRATIONS", [m for m in MIGRATIONS if m[0] < "003"])
+        patch.setattr(catalog_module, "MIGRATIONS", [m for m in MIGRATIONS if m[0] < "004"])
         patch.setattr(catalog_module, "write_metadata", lambda *args: None)  # the code of that time
         patch.setattr(metadata_fill, "fill_missing_metadata", lambda *args: 0)
         index(folder, tiny_model_name)
@@ -290,3 +290,15 @@ def test_search_hits_carry_metadata(folder, tiny_model_name):
     names = [Path(path).name for _, path in newest]
     assert {"full.jpg", "local.jpg", "broken.jpg"} <= set(names) and "plain.png" not in names
     assert names[0] == "broken.jpg" and newest[0][0] == Library.open().show(newest[0][1]).taken_at  # its mtime: now
+
+
+def test_heic_and_avif_metadata_as_displayed():
+    pytest.importorskip("pillow_heif")
+    from test_heic_avif import avif, heic, rotated_exif
+
+    from indexer.imaging import load_rgb
+
+    for kind, make in (("avif", avif), ("heic", heic)):
+        data = make(photo(1), exif=rotated_exif())
+        meta = both_paths(data)
+        assert (meta.format, meta.width, meta.height) == (kind, 64, 96) == (kind, *load_rgb(data).size)

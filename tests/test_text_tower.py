@@ -71,6 +71,18 @@ def test_tokenizer_matches_open_clip(reference_tokenizer):
     assert ours.encoder == reference_tokenizer.encoder
 
 
+def test_ascii_pattern_splits_as_open_clip_does(reference_tokenizer):
+    rng = random.Random(2)
+    every_ascii = [chr(c) for c in range(128)] + ["'s", "'ll", "<end_of_text>", "&amp;", "   "]
+    texts = ["".join(rng.choice(every_ascii) for _ in range(rng.randint(0, 60))) for _ in range(3000)]
+    ours = ClipTokenizer()
+    np.testing.assert_array_equal(ours(texts), reference_tokenizer(texts).numpy())
+    code = ("import sys; from indexer.clip_tokenizer import ClipTokenizer\n"
+            "ClipTokenizer()('a dog running on a beach at sunset, 2019!')\n"
+            "assert 'regex' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
 def test_plain_ascii_shortcut_is_what_ftfy_does():
     import ftfy
 
