@@ -24,7 +24,6 @@ from indexer.durable import fsync_dir
 from indexer.errors import CatalogError
 from indexer.metadata import ImageMetadata
 from indexer.migrations import MIGRATIONS
-from indexer.catalog_metadata import write_metadata
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 60
@@ -49,7 +48,6 @@ class StoredImage:
     content_hash: bytes
     embedding: np.ndarray
     existing_id: int | None = None
-    metadata: ImageMetadata | None = None  # None: left for the next index run's header-only pass
     claim: Claim | None = None  # the entry of a moved file this path takes over
     metadata: ImageMetadata | None = None  # None: left for the next index run's header-only pass
 

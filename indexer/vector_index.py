@@ -240,20 +240,6 @@ class VectorIndex:
         scores[ids < 0] = MISSING_SCORE
         return np.ascontiguousarray(scores), np.ascontiguousarray(ids)
 
-    def search_among(self, queries: np.ndarray, k: int, ids: np.ndarray | None,
-                     nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Like `search` without re-ranking, over `ids` only (a faiss IDSelector; None: all); IVF scans `nprobe` cells."""
-        queries = _as_vectors(queries, self.dim)
-        bitmap = _id_bitmap(_as_ids(ids)) if ids is not None else None  # kept alive while faiss reads it
-        selector = faiss.IDSelectorBitmap(bitmap) if bitmap is not None else None
-        if self.kind == FLAT:
-            params = faiss.SearchParameters(sel=selector)
-        else:
-            params = faiss.SearchParametersIVF(sel=selector, nprobe=max(1, min(nprobe or self.nprobe, self.nlist)))
-        with _threads(1 if self.kind == FLAT and len(queries) < SMALL_BATCH else THREADS):
-            scores, found = self._index.search(queries, k, params=params)
-        scores[found < 0] = MISSING_SCORE
-        return scores, found
     def range_search(self, queries: np.ndarray, min_score: float,
                      nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every stored vector scoring >= `min_score` with each query: faiss's (lims, scores, ids) layout.
