@@ -35,6 +35,7 @@ class Status(BaseModel):
     index: str
     text_encoder: str
     image_precision: str
+    text_encoder_note: str = ""
 
 
 class Indexing(BaseModel):
