@@ -3,7 +3,7 @@ and indexing throughput with thumbnails against without. The last line printed i
 
 - warm text query (limit 50, distinct texts), `similar`, cached thumbnail: p50/p95 over keep-alive HTTP, on a
   ViT-B-32 library grown to --images with synthetic embeddings (as bench_search does: query cost does not
-  depend on where the vectors came from);
+  depend on where the vectors came from) whose paths are empty stub files;
 - --clients concurrent clients for --seconds (text / similar / thumbnail mix) while `searchengine index`
   adds --add photos to the same library: errors, p50/p95, and whether every added photo is found by the end;
 - first page in Chromium (Playwright, /usr/bin/chromium): text query to 50 thumbnails decoded, on a library of
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from query_latency import make_library, query_texts  # noqa: E402
+from query_latency import query_texts  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -237,7 +237,9 @@ def main(argv: list[str] | None = None) -> dict:
     args.work.mkdir(parents=True, exist_ok=True)
     result: dict = {"machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"}
     if args.images:
-        library, _ = make_library(args.work, args.images)
+        from images_for_bench import synthetic_library
+
+        library = synthetic_library(args.work, args.images)
         server = Server(library)
         try:
             result["library_images"] = args.images

@@ -49,3 +49,41 @@ def photo_library(work: Path, count: int) -> Path:
                     "--model", f"local-dir:{model}"], check=True, env=dict(os.environ, HF_HUB_OFFLINE="1",
                                                                              PYTHONPATH=str(ROOT)))
     return library
+
+
+def synthetic_library(work: Path, count: int) -> Path:
+    """A library made by `searchengine index` over 8 photos, grown to `count` with synthetic clustered embeddings
+    (as bench_search's query_latency does) whose paths are empty files that exist: searches skip hits whose
+    files are gone, so the rows must point at something."""
+    import numpy as np
+
+    from indexer.catalog import BatchWrite, Catalog, StoredImage
+    from random_model import build_random_model
+
+    library, photos = work / f"serve-synthetic-library-{count}", work / f"serve-synthetic-photos-{count}"
+    if (library / "catalog.sqlite").exists():
+        return library
+    model = build_random_model(work / "random-vit-b-32")
+    write_photos(photos, 8, seed=1)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    subprocess.run([sys.executable, "-m", "searchengine", "index", str(photos), "--library", str(library),
+                    "--model", f"local-dir:{model}"], check=True, env=env)
+    stubs = work / f"serve-synthetic-stubs-{count}"
+    stubs.mkdir(parents=True, exist_ok=True)
+    catalog = Catalog.open(library / "catalog.sqlite", writable=True)
+    dim = int(catalog.meta()["dim"])
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((max(1, count // 200), dim)).astype(np.float32)
+    for start in range(0, count - 8, 5000):
+        n = min(5000, count - 8 - start)
+        vectors = centres[rng.integers(0, len(centres), n)] + 0.6 * rng.standard_normal((n, dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        paths = [os.fsencode(stubs / f"{start + i:08d}.jpg") for i in range(n)]
+        for path in paths:
+            open(path, "wb").close()
+        catalog.apply(BatchWrite(stored=[StoredImage(p, 0, 0, b"%016d" % (start + i), v)
+                                         for i, (p, v) in enumerate(zip(paths, vectors))]))
+    catalog.close()
+    subprocess.run([sys.executable, "-m", "searchengine", "index", str(photos), "--library", str(library)],
+                   check=True, env=env)  # a writer run chooses (and trains) the index for this size
+    return library
