@@ -124,8 +124,10 @@ class Library:
     # --- indexing ---------------------------------------------------------------------------------------------
     def index(self, paths: Sequence[str], model: str | None = None, pretrained: str | None = None,
               options: "IndexOptions | None" = None, exclude: Sequence[str] = (),
-              reporter: "Reporter | None" = None, image_precision: str | None = None) -> "IndexSummary":
-        """Index image files under `paths`. `image_precision` ("fp32", or opt-in "int8") is fixed at creation."""
+              reporter: "Reporter | None" = None, image_precision: str | None = None,
+              ray: str | None = None) -> "IndexSummary":
+        """Index image files under `paths`. `image_precision` ("fp32", or opt-in "int8") is fixed at creation.
+        `ray`: run the work on Ray, "auto" (a local instance) or a cluster address (needs the ray extra)."""
         from indexer.lock import writer_lock
         from indexer.metadata_fill import fill_missing_metadata
         from indexer.model import ModelSpec
@@ -134,6 +136,7 @@ class Library:
 
         started = time.monotonic()
         reporter = reporter or _Quiet()
+        run = run_pipeline if ray is None else _ray_pipeline(ray)
         roots = [absolute(p) for p in paths]
         for root, given in zip(roots, paths):
             if not os.path.exists(root):
@@ -155,8 +158,8 @@ class Library:
 
             plan = make_plan(catalog, roots, exclude, reporter.skipped, remove)
             try:
-                summary = run_pipeline(catalog, plan, self._loaded_model, options or IndexOptions(),
-                                       reporter, save_now_and_then)
+                summary = run(catalog, plan, self._loaded_model, options or IndexOptions(),
+                              reporter, save_now_and_then)
             finally:
                 plan.close()
             summary.metadata_filled = fill_missing_metadata(catalog, roots)
@@ -468,6 +471,17 @@ class Library:
             self._query = QueryEncoder(self.folder / TEXT_TOWER_DIR if expected else None, self._loaded_model,
                                        self.notice)
         return self._query
+
+
+def _ray_pipeline(address: str):
+    """run_pipeline's Ray counterpart, bound to `address`."""
+    from functools import partial
+
+    from indexer.ray_pipeline import run_ray_pipeline
+    from indexer.ray_session import import_ray
+
+    import_ray()  # a missing extra is said before any planning
+    return partial(run_ray_pipeline, address=address)
 
 
 def _precision(catalog: Catalog) -> str:
