@@ -119,13 +119,17 @@ def _quiet_ray() -> None:
     """Ray's own progress bars and execution logs off: the run's progress bar and summary are ours."""
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    import warnings
+
     from ray.data import DataContext
 
-    context = DataContext.get_current()
-    context.enable_progress_bars = False
-    for flag in ("print_on_execution_start", "enable_operator_progress_bars", "verbose_stats_logs"):
-        if hasattr(context, flag):
-            setattr(context, flag, False)
+    with warnings.catch_warnings():  # reading DataContext's deprecated fields warns
+        warnings.simplefilter("ignore")
+        context = DataContext.get_current()
+        context.enable_progress_bars = False
+        for flag in ("print_on_execution_start", "enable_operator_progress_bars", "verbose_stats_logs"):
+            if hasattr(context, flag):
+                setattr(context, flag, False)
 
 
 def _first_line(exc: BaseException) -> str:

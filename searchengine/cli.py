@@ -336,6 +336,37 @@ def duplicates(threshold, library_dir, as_json) -> None:
     click.echo(f"{len(groups)} groups, {sum(len(g.images) for g in groups)} images", err=True)
 
 
+@main.command(name="export")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["parquet"]), default="parquet", show_default=True)
+@library_option
+@json_option
+def export_command(folder, fmt, library_dir, as_json) -> None:
+    """Write every image's path, size, mtime, content hash and embedding to FOLDER (images.parquet)."""
+    summary = Library.open(library_dir).export(folder, fmt)
+    if as_json:
+        click.echo(json.dumps(asdict(summary)))
+    else:
+        click.echo(f"exported {summary.rows} images to {summary.file}", err=True)
+
+
+@main.command(name="import")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--model", default=None, help="Model that made the embeddings, when the source does not say.")
+@click.option("--pretrained", default=None, help="Its pretrained tag or checkpoint file.")
+@click.option("--require-files", is_flag=True, help="Leave out rows whose file is not on this machine.")
+@library_option
+@json_option
+def import_command(sources, model, pretrained, require_files, library_dir, as_json) -> None:
+    """Add embeddings from our export or clip-retrieval output (img_emb/ + metadata/) to the library."""
+    summary = Library.open(library_dir).import_embeddings(list(sources), model, pretrained, require_files)
+    if as_json:
+        click.echo(json.dumps(asdict(summary) | {"seconds": round(summary.seconds, 3)}))
+    else:
+        click.echo(f"added {summary.added}, already held {summary.already}, without a local file "
+                   f"{summary.without_file}, left out {summary.refused} ({summary.seconds:.1f} s)", err=True)
+
+
 _ESCAPES = {b"\\": b"\\\\", b"\t": b"\\t", b"\n": b"\\n", b"\r": b"\\r"}
 
 

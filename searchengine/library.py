@@ -20,6 +20,8 @@ from searchengine.filters import SearchFilters
 from searchengine.ranking import rank
 
 if TYPE_CHECKING:
+    from indexer.export import ExportSummary
+    from indexer.importer import ImportSummary
     from indexer.model import ClipModel, ModelSpec
     from indexer.pipeline import IndexOptions, IndexSummary, Reporter
     from searchengine.duplicates import DuplicateGroup
@@ -232,6 +234,46 @@ class Library:
 
                 shutil.rmtree(target, ignore_errors=True)  # a damaged export must not be taken for a usable one
             skipped.write_text("this model's text tower could not be exported to numpy; text queries use torch\n")
+
+    # --- moving embeddings in and out ----------------------------------------------------------------------------
+    def export(self, folder: str | Path, format: str = "parquet") -> "ExportSummary":
+        """Write every image with its embedding to `folder` (Parquet, streamed in row groups)."""
+        from indexer.export import export_parquet
+
+        if format != "parquet":
+            raise SearchEngineError(f"unknown export format {format!r} (known: parquet)")
+        return export_parquet(self._readable_catalog(), Path(folder).expanduser().absolute())
+
+    def import_embeddings(self, sources: Sequence[str], model: str | None = None, pretrained: str | None = None,
+                          require_files: bool = False) -> "ImportSummary":
+        """Add embeddings computed elsewhere (our export, clip-retrieval output); paths already held are kept."""
+        import time
+
+        from indexer.importer import ImportSummary, import_source, open_source
+        from indexer.lock import writer_lock
+
+        started = time.monotonic()
+        opened = [open_source(Path(s)) for s in sources]
+        spec = _import_spec(opened, model, pretrained)
+        if not self.exists():
+            self._create(spec, "fp32")  # loads the model: the dims are checked and text queries work as usual
+        summary = ImportSummary()
+        with writer_lock(self.folder / LOCK_FILE, self.notice):
+            catalog = self._writable_catalog()
+            self._check_model(catalog, spec.name, spec.pretrained)
+            dim = int(catalog.meta()["dim"])
+            for source in opened:
+                if source.dim != dim:
+                    raise ModelMismatchError(f"{source.path} holds {source.dim}-d embeddings, library {self.folder} "
+                                             f"{dim}-d ones")
+            store = self._index_store(catalog)
+            store.current()
+            for source in opened:
+                import_source(catalog, source, require_files, lambda: store.save_every(INDEX_SAVE_SECONDS), summary)
+            store.save()
+            self._export_text_tower_if_missing()
+        summary.seconds = time.monotonic() - started
+        return summary
 
     # --- searching --------------------------------------------------------------------------------------------
     def search(self, text: str | None = None, image: str | None = None, limit: int = 20,
@@ -471,6 +513,29 @@ class Library:
             self._query = QueryEncoder(self.folder / TEXT_TOWER_DIR if expected else None, self._loaded_model,
                                        self.notice)
         return self._query
+
+
+def _import_spec(sources: list, model: str | None, pretrained: str | None) -> "ModelSpec":
+    """The one model every source comes from: named by the caller, or read from our exports' metadata."""
+    from indexer.importer import ImportSourceError
+    from indexer.model import ModelSpec
+
+    named = ModelSpec.resolve(model, pretrained) if model or pretrained else None
+    specs = {named} if named else set()
+    for source in sources:
+        if source.model is None:
+            if named is None:
+                raise ImportSourceError(f"{source.path} does not say which model made its embeddings; "
+                                        "name it with --model (and --pretrained)")
+            continue
+        carried = ModelSpec(source.model, source.pretrained or "")
+        if named is not None and carried != named:
+            raise ModelMismatchError(f"{source.path} was made with {carried.describe()}, not {named.describe()}")
+        specs.add(carried)
+    if len(specs) != 1:
+        raise ModelMismatchError("the sources come from different models: " +
+                                 ", ".join(sorted(s.describe() for s in specs)))
+    return specs.pop()
 
 
 def _ray_pipeline(address: str):
