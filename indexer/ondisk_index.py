@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 import zlib
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -64,6 +67,7 @@ def build_ondisk(vectors: np.ndarray, ids: np.ndarray, target: Path, progress: P
             shards.append(path)
             del shard
             progress(f"shard {len(shards)}: {stop}/{n} vectors added")
+        faiss.write_index(trained, str(empty_path(target)))  # the trained cells, no vectors: a delta starts here
         _merge(trained, shards, lists_path(target))
     finally:
         for path in shards:
@@ -77,6 +81,15 @@ def build_ondisk(vectors: np.ndarray, ids: np.ndarray, target: Path, progress: P
 
 def lists_path(target: Path) -> Path:
     return target.with_name(target.name + ".ivfdata")
+
+
+def empty_path(target: Path) -> Path:
+    return target.with_name(target.name + ".empty")
+
+
+def side_files(target: Path) -> list[Path]:
+    """Every file an on-disk index at `target` consists of."""
+    return [target, lists_path(target), check_path(target), empty_path(target)]
 
 
 def check_path(target: Path) -> Path:
@@ -100,7 +113,8 @@ def _merge(trained: "faiss.Index", shards: list[Path], ivfdata: Path) -> None:
     """faiss's own procedure: the shards' lists (mapped, not loaded), concatenated into one on-disk lists file."""
     from faiss.contrib.ondisk import merge_ondisk
 
-    merge_ondisk(trained, [str(p) for p in shards], str(ivfdata))
+    with _quiet_stdout():  # it prints "resizing ..." on stdout
+        merge_ondisk(trained, [str(p) for p in shards], str(ivfdata))
 
 
 def open_ondisk(target: Path) -> "faiss.Index":
@@ -114,9 +128,24 @@ def open_ondisk(target: Path) -> "faiss.Index":
     if (found.size, found.sampled_crc) != (recorded.size, recorded.sampled_crc):
         raise IndexFileError(f"on-disk lists {lists} do not match the index (size or sampled checksum)")
     try:
-        return faiss.read_index(str(target), faiss.IO_FLAG_ONDISK_SAME_DIR)  # the lists are mapped, not read
+        with _quiet_stdout():  # faiss prints a line on stdout for IO_FLAG_ONDISK_SAME_DIR (stdout is our output)
+            return faiss.read_index(str(target), faiss.IO_FLAG_ONDISK_SAME_DIR)  # the lists are mapped, not read
     except RuntimeError as exc:
         raise IndexFileError(f"on-disk index {target} cannot be read: {str(exc).splitlines()[-1][-120:]}") from None
+
+
+@contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def lists_check(path: Path, full: bool) -> ListsCheck:
