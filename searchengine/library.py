@@ -247,8 +247,6 @@ class Library:
     def import_embeddings(self, sources: Sequence[str], model: str | None = None, pretrained: str | None = None,
                           require_files: bool = False) -> "ImportSummary":
         """Add embeddings computed elsewhere (our export, clip-retrieval output); paths already held are kept."""
-        import time
-
         from indexer.importer import ImportSummary, import_source, open_source
         from indexer.lock import writer_lock
 
@@ -267,10 +265,10 @@ class Library:
                     raise ModelMismatchError(f"{source.path} holds {source.dim}-d embeddings, library {self.folder} "
                                              f"{dim}-d ones")
             store = self._index_store(catalog)
-            store.current()
+            store.start_run()
             for source in opened:
                 import_source(catalog, source, require_files, lambda: store.save_every(INDEX_SAVE_SECONDS), summary)
-            store.save()
+            store.finish()
             self._export_text_tower_if_missing()
         summary.seconds = time.monotonic() - started
         return summary
