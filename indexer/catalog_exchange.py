@@ -1,4 +1,8 @@
-"""Catalog reads and writes for export and import: every image in chunks, and which paths are already held."""
+"""Catalog reads for export and import: every image in chunks, which paths are held, which rows came without a file.
+
+A row imported without a file on this machine is recorded with size 0 and mtime 0: searches list it although
+its path does not exist here, and an index run that finds the file there later sees it as changed.
+"""
 from __future__ import annotations
 
 from typing import Iterator, Sequence
@@ -34,4 +38,16 @@ def held_paths(catalog: Catalog, paths: Sequence[bytes]) -> set[bytes]:
             marks = ",".join("?" * len(part))
             found.update(r[0] for r in conn.exec_driver_sql(f"SELECT path FROM images WHERE path IN ({marks})",
                                                             tuple(part)))
+    return found
+
+
+def imported_without_file(catalog: Catalog, ids: Sequence[int]) -> set[int]:
+    """Which of `ids` were imported without a file on this machine (recorded with size 0 and mtime 0)."""
+    found: set[int] = set()
+    with catalog.read() as conn:
+        for start in range(0, len(ids), 500):
+            part = list(ids[start:start + 500])
+            marks = ",".join("?" * len(part))
+            found.update(r[0] for r in conn.exec_driver_sql(
+                f"SELECT id FROM images WHERE id IN ({marks}) AND size=0 AND mtime_ns=0", tuple(part)))
     return found

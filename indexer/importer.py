@@ -176,8 +176,11 @@ def _stored(rows: _Rows, held: set[bytes], require_files: bool, summary: ImportS
 
 
 def _identity(rows: _Rows, n: int, path: bytes, present: bool) -> tuple[int, int, bytes]:
-    """(size, mtime_ns, content hash): the export's; else the local file's; else a hash no file can have."""
+    """(size, mtime_ns, content hash): the export's, with size and mtime 0 when the file is not here (see
+    catalog_exchange); else the local file's; else a hash no file can have."""
     if rows.hashes is not None:
+        if not present:
+            return 0, 0, bytes(rows.hashes[n])
         return int(rows.sizes[n]), int(rows.mtimes[n]), bytes(rows.hashes[n])
     if present:
         try:

@@ -572,12 +572,17 @@ def _with_metadata(catalog: Catalog, hits: list[SearchHit]) -> list[SearchHit]:
 def _existing_hits(catalog: Catalog, scores: np.ndarray, ids: np.ndarray) -> tuple[list[SearchHit], int]:
     """Hits whose files exist now (a stat each), and how many were skipped because theirs are gone."""
     paths = catalog.paths_for([int(i) for i in ids[0] if i >= 0])
+    absent = {i for i, p in paths.items() if not os.path.exists(p)}
+    if absent:  # imported from elsewhere without a local file: searchable by path all the same
+        from indexer.catalog_exchange import imported_without_file
+
+        absent -= imported_without_file(catalog, sorted(absent))
     hits, missing = [], 0
     for score, image_id in zip(scores[0], ids[0]):
         path = paths.get(int(image_id))
         if path is None:
             continue
-        if not os.path.exists(path):
+        if int(image_id) in absent:
             missing += 1
             continue
         hits.append(SearchHit(os.fsdecode(path), float(score), int(image_id)))
