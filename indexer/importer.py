@@ -12,15 +12,18 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
 from indexer.catalog import BatchWrite, Catalog, StoredImage
 from indexer.catalog_exchange import held_paths
-from indexer.errors import SearchEngineError
+from indexer.errors import ModelMismatchError, SearchEngineError
 from indexer.export import META_PREFIX, import_pyarrow
 from indexer.prepare import read_file
+
+if TYPE_CHECKING:
+    from indexer.model import ModelSpec
 
 CHUNK = 2000  # rows per read and per committed transaction
 MIN_NORM = 1e-6
@@ -89,6 +92,28 @@ def open_source(path: Path) -> Source:
         raise ImportSourceError(f"{path}: its files come from different models")
     model, pretrained, dim = infos[0]
     return Source(path, "searchengine", dim, model, pretrained, [(f, None) for f in files])
+
+
+def spec_of_sources(sources: list[Source], model: str | None, pretrained: str | None) -> "ModelSpec":
+    """The one model every source comes from: named by the caller, or read from our exports' metadata."""
+    from indexer.model import ModelSpec
+
+    named = ModelSpec.resolve(model, pretrained) if model or pretrained else None
+    specs = {named} if named else set()
+    for source in sources:
+        if source.model is None:
+            if named is None:
+                raise ImportSourceError(f"{source.path} does not say which model made its embeddings; "
+                                        "name it with --model (and --pretrained)")
+            continue
+        carried = ModelSpec(source.model, source.pretrained or "")
+        if named is not None and carried != named:
+            raise ModelMismatchError(f"{source.path} was made with {carried.describe()}, not {named.describe()}")
+        specs.add(carried)
+    if len(specs) != 1:
+        raise ModelMismatchError("the sources come from different models: " +
+                                 ", ".join(sorted(s.describe() for s in specs)))
+    return specs.pop()
 
 
 def _clip_retrieval(folder: Path) -> Source:

@@ -77,8 +77,10 @@ def _results(tasks: list[Task], setup: _Setup, cluster: RayCluster, batch_size: 
     rows = [{"path": t.path, "existing_id": -1 if t.existing_id is None else t.existing_id} for t in tasks]
     actors, actor_resources, threads = _actor_pool(cluster)
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch_size, 200)))
+    # A concurrency cap unlike the actor pool's keeps Ray Data from fusing the reads into the encoder actors,
+    # where decoding would wait for the model instead of running beside it.
     dataset = dataset.map_batches(_prepare_batch, batch_size=batch_size, batch_format="numpy",
-                                  fn_kwargs={"setup": setup}, num_cpus=1)
+                                  fn_kwargs={"setup": setup}, num_cpus=1, concurrency=max(cluster.cpus, actors + 1))
     dataset = dataset.map_batches(_EncodeActor, batch_size=batch_size, batch_format="numpy",
                                   fn_constructor_kwargs={"setup": setup, "threads": threads},
                                   compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors), **actor_resources)

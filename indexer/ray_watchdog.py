@@ -14,6 +14,7 @@ import time
 
 MARKER_ENV = "SEARCHENGINE_RAY_SESSION"
 GRACE_S = 3.0
+SWEEP_S = 60.0
 
 
 def marked_processes(marker: str, spare: tuple[int, ...] = ()) -> list[int]:
@@ -60,9 +61,20 @@ def _alive(pid: int) -> bool:
 def main() -> None:
     marker, driver = sys.argv[1], int(sys.argv[2])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the terminal goes to the driver, which ends us
-    while sys.stdin.buffer.read(4096):
-        pass
-    end_processes(marker, spare=(driver,))
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    except OSError:
+        pass  # the pipe broke some other way: the driver is gone all the same
+    # A process may still be starting while the instance dies (its raylet spawns agents): sweep until two
+    # sweeps a second apart find nothing, for at most SWEEP_S.
+    deadline, quiet = time.monotonic() + SWEEP_S, 0
+    while quiet < 2 and time.monotonic() < deadline:
+        found = marked_processes(marker, spare=(driver,))
+        quiet = 0 if found else quiet + 1
+        if found:
+            end_processes(marker, spare=(driver,))
+        time.sleep(1.0)
 
 
 if __name__ == "__main__":

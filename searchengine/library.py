@@ -247,12 +247,12 @@ class Library:
     def import_embeddings(self, sources: Sequence[str], model: str | None = None, pretrained: str | None = None,
                           require_files: bool = False) -> "ImportSummary":
         """Add embeddings computed elsewhere (our export, clip-retrieval output); paths already held are kept."""
-        from indexer.importer import ImportSummary, import_source, open_source
+        from indexer.importer import ImportSummary, import_source, open_source, spec_of_sources
         from indexer.lock import writer_lock
 
         started = time.monotonic()
         opened = [open_source(Path(s)) for s in sources]
-        spec = _import_spec(opened, model, pretrained)
+        spec = spec_of_sources(opened, model, pretrained)
         if not self.exists():
             self._create(spec, "fp32")  # loads the model: the dims are checked and text queries work as usual
         summary = ImportSummary()
@@ -511,29 +511,6 @@ class Library:
             self._query = QueryEncoder(self.folder / TEXT_TOWER_DIR if expected else None, self._loaded_model,
                                        self.notice)
         return self._query
-
-
-def _import_spec(sources: list, model: str | None, pretrained: str | None) -> "ModelSpec":
-    """The one model every source comes from: named by the caller, or read from our exports' metadata."""
-    from indexer.importer import ImportSourceError
-    from indexer.model import ModelSpec
-
-    named = ModelSpec.resolve(model, pretrained) if model or pretrained else None
-    specs = {named} if named else set()
-    for source in sources:
-        if source.model is None:
-            if named is None:
-                raise ImportSourceError(f"{source.path} does not say which model made its embeddings; "
-                                        "name it with --model (and --pretrained)")
-            continue
-        carried = ModelSpec(source.model, source.pretrained or "")
-        if named is not None and carried != named:
-            raise ModelMismatchError(f"{source.path} was made with {carried.describe()}, not {named.describe()}")
-        specs.add(carried)
-    if len(specs) != 1:
-        raise ModelMismatchError("the sources come from different models: " +
-                                 ", ".join(sorted(s.describe() for s in specs)))
-    return specs.pop()
 
 
 def _ray_pipeline(address: str):
