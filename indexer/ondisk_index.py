@@ -32,7 +32,7 @@ ADD_CHUNK = 100_000
 TRAIN_POINTS_PER_LIST = 40
 KMEANS_ITERATIONS = 10
 CELLS_PER_SQRT_N = 2  # as the in-memory IVF: k-means over more cells costs more than 2 cores give
-DEFAULT_NPROBE = 32  # 2M vectors: recall@10 0.991 at p50 26 ms; 64 probes: 0.994 at 49 ms (bench_ondisk.py)
+DEFAULT_NPROBE = 32  # 5M: recall@10 0.995, p50 30 ms (24: 0.993, 64: 0.998 at 54 ms); bench_ondisk.py
 SAMPLE_BLOCKS, BLOCK, EDGE = 64, 64 << 10, 1 << 20
 
 Progress = Callable[[str], None]

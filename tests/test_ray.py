@@ -20,16 +20,19 @@ pytest.importorskip("pyarrow", reason="the ray extra is not installed: pip insta
 from faults import CLI, Kill, catalog_rows, check_complete, cli, kill_group, make_photos, start, summary_of  # noqa: E402
 from images import make_library_folder  # noqa: E402
 from indexer.pipeline import IndexOptions  # noqa: E402
-from indexer.ray_watchdog import MARKER_ENV, end_processes  # noqa: E402
+from indexer.ray_watchdog import MARKER_ENV, end_processes, marked_processes  # noqa: E402
 from searchengine.library import Library  # noqa: E402
 
 LEFTOVER_WAIT_S = 60
 
 
+MODULE_MARKER = uuid.uuid4().hex
+
+
 @pytest.fixture(scope="module")
 def ray_address():
     """A local Ray instance for the module; its processes carry a marker, so all of them are ended after."""
-    marker = uuid.uuid4().hex
+    marker = MODULE_MARKER
     os.environ[MARKER_ENV] = marker
     try:
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
@@ -78,15 +81,15 @@ def test_ray_library_equals_the_local_one(ray_address, isolated, tiny_model_name
 
 
 def _encoder_actor_pids() -> list[int]:
-    found = []
-    for name in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as fh:
-                if b"_EncodeActor" in fh.read():
-                    found.append(int(name))
-        except (OSError, ValueError):
-            continue
-    return found
+    """Encoder actors of this module's Ray instance (not of another one running on the machine)."""
+    return [pid for pid in marked_processes(MODULE_MARKER) if b"_EncodeActor" in _cmdline(pid)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def test_an_actor_killed_mid_run_is_restarted_and_the_run_completes(ray_address, isolated, tiny_model_name):
