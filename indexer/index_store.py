@@ -17,7 +17,7 @@ from typing import Callable
 
 from indexer.catalog import Catalog, Changes
 from indexer.errors import IndexFileError
-from indexer.vector_index import VectorIndex, flat_is_cheap
+from indexer.vector_index import ONDISK_THRESHOLD, VectorIndex, flat_is_cheap
 
 NoticeFn = Callable[[str], None]
 REPAIR_HINT = "run `searchengine repair` (or the next `searchengine index`) to rebuild it"
@@ -128,8 +128,21 @@ class IndexStore:
         return True
 
     def _build(self) -> VectorIndex:
+        if self.catalog.image_count() > ONDISK_THRESHOLD:
+            return self._build_on_disk()
         changes = self.catalog.changes(self.dim)
         return VectorIndex.build(self.dim, changes.ids, changes.vectors, seq=changes.seq)
+
+    def _build_on_disk(self) -> VectorIndex:
+        """Larger than RAM: the embeddings go to a memory-mapped scratch file a chunk at a time, never all in memory."""
+        from indexer.ondisk_vectors import snapshot_to_file
+
+        scratch = self.path.with_name(f".{self.path.name}.build.npy")
+        try:
+            seq, ids, vectors = snapshot_to_file(self.catalog, self.dim, scratch)
+            return VectorIndex.build(self.dim, ids, vectors, seq=seq, folder=self.path.parent)
+        finally:
+            scratch.unlink(missing_ok=True)
 
     def _save(self) -> None:
         """Write atomically, then record the seq in the catalog. Callers hold the library's writer lock, so any

@@ -34,11 +34,17 @@ from indexer.errors import IndexFileError
 
 FLAT = "flat"
 IVF_SQ8 = "ivf-sq8"
-KINDS = (FLAT, IVF_SQ8)
+IVF_ONDISK = "ivf-sq8-ondisk"
+KINDS = (FLAT, IVF_SQ8, IVF_ONDISK)
 
 # Exact search scans every vector (~2 KB each) per query: ~3 ms single-threaded at 25k, ~20 ms at 100k on
 # the 2-core reference box, too much of the 30 ms warm-query budget, so ANN takes over from here.
 ANN_THRESHOLD = int(os.environ.get("SEARCHENGINE_ANN_THRESHOLD", 30_000))  # settable so tests reach the IVF path
+# Above this the lists go to disk (ondisk_vectors.py): an in-memory IVF-SQ8 holds ~524 B/vector, so at 2M a
+# query process would carry ~1 GB of it, most of the 1.5 GB a query may use.
+ONDISK_THRESHOLD = 2_000_000
+# An on-disk base is rebuilt once the rows changed since its build reach this share of it.
+ONDISK_REBUILD_SHARE = 0.25
 # An ANN index whose cells were sized and trained for N vectors is retrained once it holds this many times more.
 RETRAIN_GROWTH = 4
 # ~2*sqrt(N) cells rather than the textbook 4*sqrt(N): k-means and adding 1M vectors already take minutes
@@ -188,14 +194,21 @@ class VectorIndex:
 
     @classmethod
     def build(cls, dim: int, ids: np.ndarray, vectors: np.ndarray, seq: int = 0,
-              kind: str | None = None) -> "VectorIndex":
-        """Choose the kind by size (exact flat up to ANN_THRESHOLD, IVF-SQ8 above), train if needed, add all."""
+              kind: str | None = None, folder: Path | None = None) -> "VectorIndex":
+        """Choose the kind by size (exact flat up to ANN_THRESHOLD, IVF-SQ8 above, on-disk IVF-SQ8 above
+        ONDISK_THRESHOLD, its files written in `folder`), train if needed, add all. `vectors` may be a memory map."""
         ids, vectors = _as_ids(ids), _as_vectors(vectors, dim)
         if len(ids) != len(vectors):
             raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
-        kind = kind or (FLAT if len(ids) <= ANN_THRESHOLD else IVF_SQ8)
+        kind = kind or kind_for(len(ids), folder)
         if kind not in KINDS:
             raise ValueError(f"unknown vector index kind {kind!r} (known: {', '.join(KINDS)})")
+        if kind == IVF_ONDISK:
+            if folder is None:
+                raise ValueError(f"an {IVF_ONDISK} index needs a folder for its files")
+            from indexer.ondisk_vectors import build_layered
+
+            return cls(kind, dim, build_layered(vectors, ids, Path(folder)), seq=seq, built_for=len(ids))
         if kind == FLAT:
             index = cls.empty(dim)
         else:
@@ -217,6 +230,8 @@ class VectorIndex:
         ids = _as_ids(ids)
         if not len(ids) or not self.ntotal:
             return 0
+        if self.kind == IVF_ONDISK:
+            return self._index.remove(ids)
         return int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
 
     def search(self, queries: np.ndarray, k: int,
@@ -278,12 +293,18 @@ class VectorIndex:
         """True when a collection of `total` vectors has outgrown this index (or shrunk back to exact size)."""
         if self.kind == FLAT:
             return total > ANN_THRESHOLD
-        return total > RETRAIN_GROWTH * max(self.built_for, 1) or total <= ANN_THRESHOLD // 2
+        if self.kind == IVF_ONDISK:
+            return total <= ONDISK_THRESHOLD // 2 or self._index.changed_share > ONDISK_REBUILD_SHARE
+        return (total > RETRAIN_GROWTH * max(self.built_for, 1) or total <= ANN_THRESHOLD // 2
+                or total > ONDISK_THRESHOLD)
 
     def save(self, path: Path) -> None:
         """Write atomically: temp file in the same folder, fsync, rename over `path`, fsync the folder."""
         path = Path(path)
-        payload = memoryview(faiss.serialize_index(self._index))
+        if self.kind == IVF_ONDISK and not self._index.base_path.exists():
+            # Another process has replaced our base since we mapped it: its index is newer than ours.
+            raise IndexFileError(f"on-disk base {self._index.base_path} was replaced; not saving an index over it")
+        payload = memoryview(self._index.serialize() if self.kind == IVF_ONDISK else faiss.serialize_index(self._index))
         header = _Header(self.kind, self.dim, self.seq, self.ntotal, self.built_for, self.nprobe,
                          payload.nbytes).with_checksum(payload)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -298,6 +319,10 @@ class VectorIndex:
             Path(tmp).unlink(missing_ok=True)
             raise
         fsync_dir(path.parent)
+        if self.kind == IVF_ONDISK or any(path.parent.glob("ondisk-*.ivf")):
+            from indexer.ondisk_vectors import remove_other_bases
+
+            remove_other_bases(path.parent, self._index.base_path.name if self.kind == IVF_ONDISK else None)
 
     @classmethod
     def load(cls, path: Path) -> "VectorIndex":
@@ -313,7 +338,7 @@ class VectorIndex:
         if header.with_checksum(payload).checksum != header.checksum:
             raise IndexFileError(f"vector index {path} is corrupt (checksum mismatch)")
         try:
-            index = faiss.deserialize_index(np.frombuffer(payload, dtype=np.uint8))
+            index = _deserialize(header.kind, payload, path)
         except RuntimeError as exc:
             raise IndexFileError(f"vector index {path} is corrupt (faiss cannot read it: "
                                  f"{str(exc).splitlines()[-1][-120:]})") from None
@@ -328,6 +353,21 @@ def _id_bitmap(ids: np.ndarray) -> np.ndarray:
     bits = np.zeros(int(ids.max()) + 1 if len(ids) else 1, dtype=bool)
     bits[ids] = True
     return np.packbits(bits, bitorder="little")
+
+
+def kind_for(n: int, folder: Path | None = None) -> str:
+    """The kind the library uses for `n` vectors (on-disk only where there is a folder for its files)."""
+    if n <= ANN_THRESHOLD:
+        return FLAT
+    return IVF_ONDISK if n > ONDISK_THRESHOLD and folder is not None else IVF_SQ8
+
+
+def _deserialize(kind: str, payload: memoryview, path: Path) -> "faiss.Index":
+    if kind == IVF_ONDISK:
+        from indexer.ondisk_vectors import LayeredIndex
+
+        return LayeredIndex.deserialize(payload, path.parent)
+    return faiss.deserialize_index(np.frombuffer(payload, dtype=np.uint8))
 
 
 def _trained_ivf_sq8(vectors: np.ndarray) -> "faiss.Index":
@@ -374,11 +414,13 @@ def _read_file(path: Path) -> bytes | mmap.mmap:
 
 
 def _check_consistent(index: "faiss.Index", header: _Header, path: Path) -> None:
-    expected = faiss.IndexIDMap if header.kind == FLAT else faiss.IndexIVFScalarQuantizer
+    from indexer.ondisk_vectors import LayeredIndex
+
+    expected = {FLAT: faiss.IndexIDMap, IVF_SQ8: faiss.IndexIVFScalarQuantizer, IVF_ONDISK: LayeredIndex}.get(header.kind)
     problems = []
     if header.kind not in KINDS:
         problems.append(f"unknown kind {header.kind!r}")
-    elif not isinstance(index, expected):
+    elif expected is None or not isinstance(index, expected):
         problems.append(f"payload is {type(index).__name__}, not a {header.kind} index")
     if index.d != header.dim:
         problems.append(f"payload dim {index.d} != header dim {header.dim}")

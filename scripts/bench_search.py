@@ -165,6 +165,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--queries-file", type=Path, help="float32 (Q, d) unit rows to query instead")
     parser.add_argument("--ids-out", type=Path, help="write the top-10 row indices per query (int64, Q x 10)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ondisk", action="store_true",
+                        help="measure the on-disk IVF instead (scripts/bench_ondisk.py: vectors generated to a "
+                             "memory-mapped file, exact ground truth by chunks, a separate query process)")
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[32, 64, 128], help="with --ondisk: cells probed")
     parser.add_argument("--library-images", type=int, default=100_000,
                         help="size of the generated library for CLI latencies (0 skips them)")
     parser.add_argument("--cold-runs", type=int, default=7, help="cold CLI runs per query kind (median reported)")
@@ -282,6 +286,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.vectors == 0:
         print(json.dumps(cold_cli_latencies(args)))
+        return
+    if args.ondisk:
+        import bench_ondisk
+
+        bench_ondisk.main(["--vectors", str(args.vectors), "--queries", str(args.queries), "--seed", str(args.seed),
+                           "--work", str(Path(args.work) / "ondisk"), "--nprobe", *map(str, args.nprobe)])
         return
     import_faiss_s = import_faiss_seconds()
     start = time.perf_counter()

@@ -86,8 +86,10 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--exclude", multiple=True, help="Glob of file or folder names/paths to leave out (repeatable).")
 @click.option("--int8", is_flag=True, default=None,
               help="Opt-in faster image encoder (dynamic int8, ~1.6x here, 1-cos ~2e-4 from fp32); first run only.")
+@click.option("--ray", "ray_address", default=None, is_flag=False, flag_value="auto", metavar="[auto|ADDRESS]",
+              help="Run the work on Ray: `auto` starts a local instance; an address joins a cluster (ray extra).")
 @json_option
-def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, int8, as_json) -> None:
+def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, int8, ray_address, as_json) -> None:
     """Index image files under PATHS (none: the folders earlier runs were given): new and changed files are
     embedded, vanished ones removed."""
     from indexer.pipeline import IndexOptions
@@ -98,10 +100,10 @@ def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, i
         if not paths:
             if exclude or model or pretrained or int8:
                 raise click.UsageError("--exclude, --model, --pretrained and --int8 need PATHs")
-            summary = library.reindex(options=options, reporter=progress)
+            summary = library.reindex(options=options, reporter=progress, ray=ray_address)
         else:
             summary = library.index(paths, model=model, pretrained=pretrained, exclude=exclude, reporter=progress,
-                                    options=options, image_precision="int8" if int8 else None)
+                                    options=options, image_precision="int8" if int8 else None, ray=ray_address)
     figures = asdict(summary) | {"images_per_s": round(summary.images_per_s, 2), "library": str(library.folder)}
     if as_json:
         click.echo(json.dumps(figures))
@@ -338,6 +340,37 @@ def duplicates(threshold, library_dir, as_json) -> None:
             _write(f"{image.size}\t{size}\t{image.taken_at or image.modified}\t".encode()
                    + escape_path(os.fsencode(image.path)) + b"\n")
     click.echo(f"{len(groups)} groups, {sum(len(g.images) for g in groups)} images", err=True)
+
+
+@main.command(name="export")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["parquet"]), default="parquet", show_default=True)
+@library_option
+@json_option
+def export_command(folder, fmt, library_dir, as_json) -> None:
+    """Write every image's path, size, mtime, content hash and embedding to FOLDER (images.parquet)."""
+    summary = Library.open(library_dir).export(folder, fmt)
+    if as_json:
+        click.echo(json.dumps(asdict(summary)))
+    else:
+        click.echo(f"exported {summary.rows} images to {summary.file}", err=True)
+
+
+@main.command(name="import")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--model", default=None, help="Model that made the embeddings, when the source does not say.")
+@click.option("--pretrained", default=None, help="Its pretrained tag or checkpoint file.")
+@click.option("--require-files", is_flag=True, help="Leave out rows whose file is not on this machine.")
+@library_option
+@json_option
+def import_command(sources, model, pretrained, require_files, library_dir, as_json) -> None:
+    """Add embeddings from our export or clip-retrieval output (img_emb/ + metadata/) to the library."""
+    summary = Library.open(library_dir).import_embeddings(list(sources), model, pretrained, require_files)
+    if as_json:
+        click.echo(json.dumps(asdict(summary) | {"seconds": round(summary.seconds, 3)}))
+    else:
+        click.echo(f"added {summary.added}, already held {summary.already}, without a local file "
+                   f"{summary.without_file}, left out {summary.refused} ({summary.seconds:.1f} s)", err=True)
 
 
 _ESCAPES = {b"\\": b"\\\\", b"\t": b"\\t", b"\n": b"\\n", b"\r": b"\\r"}

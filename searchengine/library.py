@@ -23,6 +23,8 @@ from searchengine.filters import SearchFilters
 from searchengine.ranking import rank
 
 if TYPE_CHECKING:
+    from indexer.export import ExportSummary
+    from indexer.importer import ImportSummary
     from indexer.model import ClipModel, ModelSpec
     from indexer.pipeline import IndexOptions, IndexSummary, Reporter
     from searchengine.duplicates import DuplicateGroup
@@ -127,8 +129,10 @@ class Library:
     # --- indexing ---------------------------------------------------------------------------------------------
     def index(self, paths: Sequence[str], model: str | None = None, pretrained: str | None = None,
               options: "IndexOptions | None" = None, exclude: Sequence[str] = (),
-              reporter: "Reporter | None" = None, image_precision: str | None = None) -> "IndexSummary":
-        """Index image files under `paths`. `image_precision` ("fp32", or opt-in "int8") is fixed at creation."""
+              reporter: "Reporter | None" = None, image_precision: str | None = None,
+              ray: str | None = None) -> "IndexSummary":
+        """Index image files under `paths`. `image_precision` ("fp32", or opt-in "int8") is fixed at creation.
+        `ray`: run the work on Ray, "auto" (a local instance) or a cluster address (needs the ray extra)."""
         from indexer.lock import writer_lock
         from indexer.metadata_fill import fill_missing_metadata
         from indexer.model import ModelSpec
@@ -137,6 +141,7 @@ class Library:
 
         started = time.monotonic()
         reporter = reporter or _Quiet()
+        run = run_pipeline if ray is None else _ray_pipeline(ray)
         roots = [absolute(p) for p in paths]
         for root, given in zip(roots, paths):
             if not os.path.exists(root):
@@ -158,8 +163,8 @@ class Library:
 
             plan = make_plan(catalog, roots, exclude, reporter.skipped, remove)
             try:
-                summary = run_pipeline(catalog, plan, self._loaded_model, options or IndexOptions(),
-                                       reporter, save_now_and_then)
+                summary = run(catalog, plan, self._loaded_model, options or IndexOptions(),
+                              reporter, save_now_and_then)
             finally:
                 plan.close()
             summary.metadata_filled = fill_missing_metadata(catalog, roots)
@@ -173,7 +178,8 @@ class Library:
         """The folders (with their excludes) earlier `index` runs were given."""
         return index_roots(self._readable_catalog())
 
-    def reindex(self, options: "IndexOptions | None" = None, reporter: "Reporter | None" = None) -> "IndexSummary":
+    def reindex(self, options: "IndexOptions | None" = None, reporter: "Reporter | None" = None,
+                ray: str | None = None) -> "IndexSummary":
         """`index` again over every remembered root, each with the excludes it was last given."""
         from indexer.pipeline import IndexSummary
 
@@ -187,7 +193,7 @@ class Library:
         total = IndexSummary()
         for exclude, roots in groups.items():
             summary = self.index([os.fsdecode(r) for r in roots], options=options, exclude=exclude,
-                                 reporter=reporter)
+                                 reporter=reporter, ray=ray)
             for name in ("added", "updated", "removed", "unchanged", "failed", "reused", "encoded", "seconds"):
                 setattr(total, name, getattr(total, name) + getattr(summary, name))
         return total
@@ -256,6 +262,44 @@ class Library:
 
                 shutil.rmtree(target, ignore_errors=True)  # a damaged export must not be taken for a usable one
             skipped.write_text("this model's text tower could not be exported to numpy; text queries use torch\n")
+
+    # --- moving embeddings in and out ----------------------------------------------------------------------------
+    def export(self, folder: str | Path, format: str = "parquet") -> "ExportSummary":
+        """Write every image with its embedding to `folder` (Parquet, streamed in row groups)."""
+        from indexer.export import export_parquet
+
+        if format != "parquet":
+            raise SearchEngineError(f"unknown export format {format!r} (known: parquet)")
+        return export_parquet(self._readable_catalog(), Path(folder).expanduser().absolute())
+
+    def import_embeddings(self, sources: Sequence[str], model: str | None = None, pretrained: str | None = None,
+                          require_files: bool = False) -> "ImportSummary":
+        """Add embeddings computed elsewhere (our export, clip-retrieval output); paths already held are kept."""
+        from indexer.importer import ImportSummary, import_source, open_source, spec_of_sources
+        from indexer.lock import writer_lock
+
+        started = time.monotonic()
+        opened = [open_source(Path(s)) for s in sources]
+        spec = spec_of_sources(opened, model, pretrained)
+        if not self.exists():
+            self._create(spec, "fp32")  # loads the model: the dims are checked and text queries work as usual
+        summary = ImportSummary()
+        with writer_lock(self.folder / LOCK_FILE, self.notice):
+            catalog = self._writable_catalog()
+            self._check_model(catalog, spec.name, spec.pretrained)
+            dim = int(catalog.meta()["dim"])
+            for source in opened:
+                if source.dim != dim:
+                    raise ModelMismatchError(f"{source.path} holds {source.dim}-d embeddings, library {self.folder} "
+                                             f"{dim}-d ones")
+            store = self._index_store(catalog)
+            store.start_run()
+            for source in opened:
+                import_source(catalog, source, require_files, lambda: store.save_every(INDEX_SAVE_SECONDS), summary)
+            store.finish()
+            self._export_text_tower_if_missing()
+        summary.seconds = time.monotonic() - started
+        return summary
 
     # --- searching --------------------------------------------------------------------------------------------
     def search(self, text: str | None = None, image: str | None = None, limit: int = 20,
@@ -520,6 +564,17 @@ class Library:
         return self._query
 
 
+def _ray_pipeline(address: str):
+    """run_pipeline's Ray counterpart, bound to `address`."""
+    from functools import partial
+
+    from indexer.ray_pipeline import run_ray_pipeline
+    from indexer.ray_session import import_ray
+
+    import_ray()  # a missing extra is said before any planning
+    return partial(run_ray_pipeline, address=address)
+
+
 def _precision(catalog: Catalog) -> str:
     return catalog.meta().get("image_precision", "fp32")
 
@@ -545,12 +600,17 @@ def _with_metadata(catalog: Catalog, hits: list[SearchHit]) -> list[SearchHit]:
 def _existing_hits(catalog: Catalog, scores: np.ndarray, ids: np.ndarray) -> tuple[list[SearchHit], int]:
     """Hits whose files exist now (a stat each), and how many were skipped because theirs are gone."""
     paths = catalog.paths_for([int(i) for i in ids[0] if i >= 0])
+    absent = {i for i, p in paths.items() if not os.path.exists(p)}
+    if absent:  # imported from elsewhere without a local file: searchable by path all the same
+        from indexer.catalog_exchange import imported_without_file
+
+        absent -= imported_without_file(catalog, sorted(absent))
     hits, missing = [], 0
     for score, image_id in zip(scores[0], ids[0]):
         path = paths.get(int(image_id))
         if path is None:
             continue
-        if not os.path.exists(path):
+        if int(image_id) in absent:
             missing += 1
             continue
         hits.append(SearchHit(os.fsdecode(path), float(score), int(image_id)))

@@ -1,0 +1,53 @@
+"""Catalog reads for export and import: every image in chunks, which paths are held, which rows came without a file.
+
+A row imported without a file on this machine is recorded with size 0 and mtime 0: searches list it although
+its path does not exist here, and an index run that finds the file there later sees it as changed.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+from indexer.catalog import Catalog
+
+CORE_COLUMNS = ("id", "path", "folder", "size", "mtime_ns", "content_hash", "embedding", "seq", "indexed_at")
+EXPORTED = ("path", "size", "mtime_ns", "content_hash", "embedding")
+
+
+def extra_columns(catalog: Catalog) -> list[str]:
+    """Columns of `images` beyond the core ones (metadata added by later schema steps), exported as they are."""
+    with catalog.read() as conn:
+        names = [row[1] for row in conn.exec_driver_sql("PRAGMA table_info(images)")]
+    return [n for n in names if n not in CORE_COLUMNS]
+
+
+def image_rows(catalog: Catalog, columns: Sequence[str], chunk: int) -> Iterator[list[tuple]]:
+    """Every image row (the given columns), `chunk` rows at a time, in id order, from one snapshot."""
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    with catalog.read() as conn:
+        result = conn.exec_driver_sql(f"SELECT {quoted} FROM images ORDER BY id")
+        while rows := result.fetchmany(chunk):
+            yield rows
+
+
+def held_paths(catalog: Catalog, paths: Sequence[bytes]) -> set[bytes]:
+    """Which of `paths` the catalog holds now."""
+    found: set[bytes] = set()
+    with catalog.read() as conn:
+        for start in range(0, len(paths), 500):
+            part = list(paths[start:start + 500])
+            marks = ",".join("?" * len(part))
+            found.update(r[0] for r in conn.exec_driver_sql(f"SELECT path FROM images WHERE path IN ({marks})",
+                                                            tuple(part)))
+    return found
+
+
+def imported_without_file(catalog: Catalog, ids: Sequence[int]) -> set[int]:
+    """Which of `ids` were imported without a file on this machine (recorded with size 0 and mtime 0)."""
+    found: set[int] = set()
+    with catalog.read() as conn:
+        for start in range(0, len(ids), 500):
+            part = list(ids[start:start + 500])
+            marks = ",".join("?" * len(part))
+            found.update(r[0] for r in conn.exec_driver_sql(
+                f"SELECT id FROM images WHERE id IN ({marks}) AND size=0 AND mtime_ns=0", tuple(part)))
+    return found
