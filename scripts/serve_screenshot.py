@@ -62,6 +62,7 @@ def main() -> None:
             page.wait_for_function("() => [...document.querySelectorAll('#grid img')]"
                                    ".every((i) => i.complete && i.naturalWidth > 0)")
             page.hover("#grid .tile >> nth=1")
+            page.wait_for_timeout(1000)  # decoded is not yet painted (decoding="async")
             shot = page.screenshot()
             browser.close()
     finally:
