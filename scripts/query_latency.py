@@ -55,13 +55,15 @@ def make_library(work: Path, images: int) -> tuple[Path, Path]:
     for i in range(8):
         make_photo(i, (640, 480)).save(photos / f"p{i}.jpg", quality=90)
     searchengine("index", str(photos), "--library", str(library), "--model", f"local-dir:{model}")
-    _add_synthetic_rows(library, images - 8)
+    _add_synthetic_rows(library, images - 8, work / f"query-stubs-{images}")
     # A writer run, as after a user's own index run: it chooses (and trains) the index for this size.
     searchengine("index", str(photos), "--library", str(library))
     return library, photos / "p0.jpg"
 
 
-def _add_synthetic_rows(library: Path, count: int, chunk: int = 5000) -> None:
+def _add_synthetic_rows(library: Path, count: int, stubs: Path, chunk: int = 5000) -> None:
+    """Rows with synthetic embeddings whose paths are empty stub files: a search leaves out hits whose files
+    are gone, so the files must exist for the figures to be a real library's."""
     from indexer.catalog import BatchWrite, Catalog, StoredImage
 
     catalog = Catalog.open(library / "catalog.sqlite", writable=True)
@@ -72,8 +74,12 @@ def _add_synthetic_rows(library: Path, count: int, chunk: int = 5000) -> None:
         n = min(chunk, count - start)
         vectors = centres[rng.integers(0, len(centres), n)] + 0.6 * rng.standard_normal((n, dim)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        stored = [StoredImage(b"/synthetic/%08d.jpg" % (start + i), 1, 1, b"%016d" % (start + i), v)
-                  for i, v in enumerate(vectors)]
+        folder = stubs / f"{start // chunk:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = [os.fsencode(folder / f"{start + i:08d}.jpg") for i in range(n)]
+        for path in paths:
+            open(path, "wb").close()
+        stored = [StoredImage(p, 1, 1, b"%016d" % (start + i), v) for i, (p, v) in enumerate(zip(paths, vectors))]
         catalog.apply(BatchWrite(stored=stored))
     catalog.close()
 

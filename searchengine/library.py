@@ -40,6 +40,9 @@ TEXT_TOWER_DIR = "text_tower"
 TEXT_TOWER_SKIPPED = "text_tower.skipped"  # why this library's model has no numpy export (queries use torch)
 INDEX_SAVE_SECONDS = 60.0
 LIBRARY_ENV = "SEARCHENGINE_LIBRARY"
+# A search that has passed over this many vanished files stops looking further down the ranking (a whole
+# drive unmounted would otherwise cost a stat of every file per query) and answers with what it found.
+MISSING_LIMIT = 10_000
 
 NoticeFn = Callable[[str], None]
 
@@ -388,7 +391,7 @@ class Library:
             else:
                 scores, ids = rank(catalog, index, query, fetch, dim)
             hits, missing = _existing_hits(catalog, scores, ids)
-            if len(hits) >= want or fetch >= total or (filters and ids.shape[1] < fetch):
+            if len(hits) >= want or fetch >= total or (filters and ids.shape[1] < fetch) or missing >= MISSING_LIMIT:
                 break
             fetch = min(total, 2 * fetch + missing)
         self._notice_missing(missing)
@@ -401,7 +404,7 @@ class Library:
         while True:
             ids = np.array(newest(catalog, where, params, fetch), np.int64).reshape(1, -1)
             hits, missing = _existing_hits(catalog, np.zeros(ids.shape, np.float32), ids)
-            if len(hits) >= limit or ids.shape[1] < fetch:
+            if len(hits) >= limit or ids.shape[1] < fetch or missing >= MISSING_LIMIT:
                 break
             fetch = 2 * fetch + missing
         self._notice_missing(missing)
@@ -409,8 +412,9 @@ class Library:
 
     def _notice_missing(self, missing: int) -> None:
         if missing:
-            self.notice(f"{missing} result(s) skipped: their files no longer exist "
-                        "(`searchengine index` on their folder will remove them)")
+            count = f"at least {missing}" if missing >= MISSING_LIMIT else str(missing)
+            self.notice(f"{count} result(s) skipped: their files no longer exist (a folder moved, or a drive "
+                        "not mounted?); `searchengine index` on their folder will remove them")
 
     def show(self, path_or_id: str | int) -> ImageDetails:
         """One image's record, by path (as indexed) or by id."""
