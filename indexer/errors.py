@@ -40,3 +40,11 @@ class QueryError(SearchEngineError):
 
 class ImageNotFoundError(SearchEngineError):
     """No indexed image has this id (or its file is gone or changed since indexing)."""
+
+
+class DeviceError(SearchEngineError):
+    """The asked-for torch device does not exist here (no CUDA, no MPS, no such index), or cannot hold one image."""
+
+
+class PrecisionRefusedError(SearchEngineError):
+    """A reduced precision (int8) was checked on the user's own photos and is not faithful enough to fp32."""

@@ -13,7 +13,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from indexer.cpu import usable_cores
+from indexer.device import AUTO, CPU, REDUCED_DTYPE, device_kind, resolve_device
 from indexer.errors import ModelError, WeightsUnavailableError
+from indexer.image_encoder import ImageEncoder, NoticeFn, normalise
 from indexer.imaging import PreprocessConfig
 
 DEFAULT_MODEL = "ViT-B-32"
@@ -61,22 +63,33 @@ def normalise_pretrained(pretrained: str) -> str:
 
 
 class ClipModel:
-    """A loaded open_clip model with its eval preprocessing, encoding to L2-normalised float32 numpy rows."""
+    """A loaded open_clip model with its eval preprocessing, encoding to L2-normalised float32 numpy rows.
 
-    def __init__(self, spec: ModelSpec, model: Any, tokenizer: Any, preprocess_cfg: PreprocessConfig, dim: int):
+    The image tower runs on `device` (through `images`, an ImageEncoder); the text tower stays on the CPU.
+    """
+
+    def __init__(self, spec: ModelSpec, model: Any, tokenizer: Any, preprocess_cfg: PreprocessConfig, dim: int,
+                 images: ImageEncoder | None = None, image_precision: str = "fp32"):
         self.spec = spec
         self.model = model
         self.tokenizer = tokenizer
         self.preprocess_cfg = preprocess_cfg
         self.dim = dim
+        self.images = images or ImageEncoder(model.encode_image)
+        self.image_precision = image_precision  # the library's: "fp32" or "int8"
+
+    @property
+    def device(self) -> str:
+        return self.images.device
+
+    @property
+    def compute_precision(self) -> str:
+        """What this run's image embeddings are computed in: "int8", the checked GPU precision, or "fp32"."""
+        return "int8" if self.image_precision == "int8" else self.images.precision
 
     def encode_pixels(self, batch: np.ndarray) -> np.ndarray:
         """Encode preprocessed images (N, 3, H, W) float32."""
-        import torch
-
-        with torch.inference_mode():
-            features = self.model.encode_image(torch.from_numpy(np.ascontiguousarray(batch)))
-        return normalise(features.float().numpy())
+        return self.images.encode(batch)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         import torch
@@ -85,17 +98,23 @@ class ClipModel:
             features = self.model.encode_text(self.tokenizer(list(texts)))
         return normalise(features.float().numpy())
 
+    def use_int8_tower(self, tower: Any) -> None:
+        """Swap in a (checked) int8 image tower; int8 runs on the CPU only."""
+        self.model.visual = tower
+        self.images = ImageEncoder(self.model.encode_image)
+        self.image_precision = "int8"
 
-def normalise(rows: np.ndarray) -> np.ndarray:
-    rows = np.asarray(rows, dtype=np.float32)
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return rows / np.maximum(norms, 1e-12)
 
+def load_model(spec: ModelSpec, image_precision: str = "fp32", device: str | None = CPU,
+               notice: NoticeFn | None = None, reduced: str | None = AUTO) -> ClipModel:
+    """Load the model, or raise a ModelError whose message says what to do; never silently random weights.
 
-def load_model(spec: ModelSpec, image_precision: str = "fp32") -> ClipModel:
-    """Load the model, or raise a ModelError whose message says what to do; never silently random weights."""
+    `device` (auto, cpu, cuda, cuda:N, mps) runs the image tower; `reduced` is the autocast dtype to try there
+    (AUTO: the device's own, e.g. float16 on CUDA; None: fp32 only); int8 towers stay on the CPU.
+    """
     if image_precision not in PRECISIONS:
         raise ModelError(f"unknown image precision {image_precision!r} (known: {', '.join(PRECISIONS)})")
+    where = resolve_device(device, cpu_only=image_precision == "int8")
     _check_weights_available(spec)
     import open_clip  # noqa: F401  (slow import, kept off paths that do not encode)
     import torch
@@ -104,13 +123,21 @@ def load_model(spec: ModelSpec, image_precision: str = "fp32") -> ClipModel:
     model, preprocess = _create(spec)
     model.eval()
     if image_precision == "int8":
-        model.visual = _int8(model.visual)
+        model.visual = int8_tower(model.visual)
     tokenizer = open_clip.get_tokenizer(spec.name)
     dim = int(model.encode_text(tokenizer(["a"])).shape[-1])
-    return ClipModel(spec, model, tokenizer, _preprocess_config(preprocess, model), dim)
+    if where != CPU:
+        model.visual.to(where)
+    if reduced == AUTO:
+        reduced = REDUCED_DTYPE.get(device_kind(where))
+    images = ImageEncoder(model.encode_image, where, reduced, notice or _ignore)
+    return ClipModel(spec, model, tokenizer, _preprocess_config(preprocess, model), dim, images, image_precision)
 
 
-def _int8(tower: Any) -> Any:
+def _ignore(_message: str) -> None: ...
+
+
+def int8_tower(tower: Any) -> Any:
     """Dynamic int8 quantisation of the image tower's Linear layers (opt-in: ~1.6x faster on CPUs with VNNI,
     embeddings within ~2e-4 of fp32 in 1 - cosine); the text tower stays fp32."""
     import warnings

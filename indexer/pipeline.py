@@ -53,6 +53,8 @@ class IndexSummary:
     metadata_filled: int = 0  # rows from before metadata was stored, filled in from their headers
     seconds: float = 0.0  # the whole run's wall time
     embed_seconds: float = 0.0  # phase timing: reading, decoding, encoding and storing the files to do
+    device: str | None = None  # what encoded this run's images (None: no image needed the model)
+    compute_precision: str | None = None  # "fp32", "int8", or a checked GPU precision such as "fp16"
 
     @property
     def images_per_s(self) -> float:

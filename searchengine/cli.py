@@ -22,6 +22,9 @@ library_option = click.option(
     "--library", "library_dir", type=click.Path(file_okay=False), default=None,
     help="Library folder (default: $SEARCHENGINE_LIBRARY, else the per-user data folder).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+device_option = click.option(
+    "--device", default="auto", show_default=True,
+    help="Where the image model runs: auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps.")
 
 
 class Main(click.Group):
@@ -85,11 +88,13 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--workers", default=None, type=click.IntRange(0, 64), help="Decode processes (default: CPU count).")
 @click.option("--exclude", multiple=True, help="Glob of file or folder names/paths to leave out (repeatable).")
 @click.option("--int8", is_flag=True, default=None,
-              help="Opt-in faster image encoder (dynamic int8, ~1.6x here, 1-cos ~2e-4 from fp32); first run only.")
+              help="Opt-in faster CPU image encoder (dynamic int8, checked on your first photos); first run only.")
 @click.option("--ray", "ray_address", default=None, is_flag=False, flag_value="auto", metavar="[auto|ADDRESS]",
               help="Run the work on Ray: `auto` starts a local instance; an address joins a cluster (ray extra).")
+@device_option
 @json_option
-def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, int8, ray_address, as_json) -> None:
+def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, int8, ray_address, device,
+          as_json) -> None:
     """Index image files under PATHS (none: the folders earlier runs were given): new and changed files are
     embedded, vanished ones removed."""
     from indexer.pipeline import IndexOptions
@@ -100,10 +105,11 @@ def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, i
         if not paths:
             if exclude or model or pretrained or int8:
                 raise click.UsageError("--exclude, --model, --pretrained and --int8 need PATHs")
-            summary = library.reindex(options=options, reporter=progress, ray=ray_address)
+            summary = library.reindex(options=options, reporter=progress, ray=ray_address, device=device)
         else:
             summary = library.index(paths, model=model, pretrained=pretrained, exclude=exclude, reporter=progress,
-                                    options=options, image_precision="int8" if int8 else None, ray=ray_address)
+                                    options=options, image_precision="int8" if int8 else None, ray=ray_address,
+                                    device=device)
     figures = asdict(summary) | {"images_per_s": round(summary.images_per_s, 2), "library": str(library.folder)}
     if as_json:
         click.echo(json.dumps(figures))
@@ -111,7 +117,11 @@ def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, i
         click.echo(f"added {summary.added}, updated {summary.updated}, removed {summary.removed}, "
                    f"unchanged {summary.unchanged}, failed {summary.failed} "
                    f"({summary.reused} reused by content, {summary.moved} moved, {summary.images_per_s:.1f} images/s, "
-                   f"{summary.seconds:.1f} s)", err=True)
+                   f"{summary.seconds:.1f} s{_on_device(summary)})", err=True)
+
+
+def _on_device(summary: Any) -> str:
+    return f", on {summary.device} in {summary.compute_precision}" if summary.device else ""
 
 
 def filter_options(command: Any) -> Any:
@@ -278,9 +288,10 @@ def status(library_dir, failures, as_json) -> None:
 @click.option("--text", "force_text", is_flag=True, help="Read every term as text, even one naming a file.")
 @click.option("--model", default=None, help="Model when there is no library (default ViT-B-32).")
 @click.option("--pretrained", default=None, help="Pretrained tag or checkpoint file when there is no library.")
+@device_option
 @library_option
 @json_option
-def embed(query, images, add, subtract, force_text, model, pretrained, library_dir, as_json) -> None:
+def embed(query, images, add, subtract, force_text, model, pretrained, device, library_dir, as_json) -> None:
     """Print embeddings, computed exactly as index and search compute them (one JSON list per line).
 
     A query with + / - terms (or --add / --subtract) prints its one combined, normalised query vector.
@@ -302,7 +313,7 @@ def embed(query, images, add, subtract, force_text, model, pretrained, library_d
         return
     texts, files = _single_term(query[0] if query else None, force_text)
     files += list(images)
-    vectors = library.embed(texts, files, model=model, pretrained=pretrained)
+    vectors = library.embed(texts, files, model=model, pretrained=pretrained, device=device)
     inputs = [{"text": t} for t in texts] + [{"image": os.path.abspath(p)} for p in files]
     if as_json:
         click.echo(json.dumps([dict(i, embedding=v.tolist()) for i, v in zip(inputs, vectors)]))

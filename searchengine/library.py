@@ -99,6 +99,8 @@ class LibraryStatus:
     text_encoder: str
     image_precision: str
     text_encoder_note: str = ""
+    device: str = "none"  # the device of the last index run that encoded images ("cpu", "cuda:0 (...)", "mps")
+    compute_precision: str = "none"  # what that run computed embeddings in ("fp32", "fp16", "int8"...)
 
 
 class Library:
@@ -111,6 +113,7 @@ class Library:
         self._model: "ClipModel | None" = None
         self._store = None
         self._query = None
+        self._device = "cpu"  # where a model loaded for a query runs; index and embed choose theirs
 
     @classmethod
     def open(cls, folder: Path | str | None = None, notice: NoticeFn = _stderr_notice) -> "Library":
@@ -133,9 +136,11 @@ class Library:
     def index(self, paths: Sequence[str], model: str | None = None, pretrained: str | None = None,
               options: "IndexOptions | None" = None, exclude: Sequence[str] = (),
               reporter: "Reporter | None" = None, image_precision: str | None = None,
-              ray: str | None = None) -> "IndexSummary":
+              ray: str | None = None, device: str | None = None) -> "IndexSummary":
         """Index image files under `paths`. `image_precision` ("fp32", or opt-in "int8") is fixed at creation.
-        `ray`: run the work on Ray, "auto" (a local instance) or a cluster address (needs the ray extra)."""
+        `ray`: run the work on Ray, "auto" (a local instance) or a cluster address (needs the ray extra).
+        `device` (auto, cpu, cuda, cuda:N, mps; default auto) runs the image tower."""
+        from indexer.device import check_device
         from indexer.lock import writer_lock
         from indexer.metadata_fill import fill_missing_metadata
         from indexer.model import ModelSpec
@@ -149,13 +154,19 @@ class Library:
         for root, given in zip(roots, paths):
             if not os.path.exists(root):
                 raise SearchEngineError(f"no such file or folder: {given}")
+        options = options or IndexOptions()
+        check_device(device, cpu_only=image_precision == "int8")  # an absent GPU: fail before anything is written
+        self._use_device(device or "auto")
         if not self.exists():
-            self._create(ModelSpec.resolve(model, pretrained), image_precision or "fp32")
+            self._create(ModelSpec.resolve(model, pretrained), image_precision or "fp32", roots, exclude,
+                         options.batch_size)
         self.folder.mkdir(parents=True, exist_ok=True)
         with writer_lock(self.folder / LOCK_FILE, self.notice):
             catalog = self._writable_catalog()
             self._check_model(catalog, model, pretrained)
             self._check_precision(catalog, image_precision)
+            check_device(device, cpu_only=_precision(catalog) == "int8")
+            self._record_fingerprint_if_missing(catalog)
             store = self._index_store(catalog)
             store.start_run()
             save_now_and_then = lambda: store.save_every(INDEX_SAVE_SECONDS)  # noqa: E731
@@ -166,13 +177,13 @@ class Library:
 
             plan = make_plan(catalog, roots, exclude, reporter.skipped, remove)
             try:
-                summary = run(catalog, plan, self._loaded_model, options or IndexOptions(),
-                              reporter, save_now_and_then)
+                summary = run(catalog, plan, self._loaded_model, options, reporter, save_now_and_then)
             finally:
                 plan.close()
             summary.metadata_filled = fill_missing_metadata(catalog, roots)
             remember_roots(catalog, roots, list(exclude))
             store.finish()
+            self._record_run(catalog, summary)
             self._export_text_tower_if_missing()
         summary.seconds = time.monotonic() - started
         return summary
@@ -182,7 +193,7 @@ class Library:
         return index_roots(self._readable_catalog())
 
     def reindex(self, options: "IndexOptions | None" = None, reporter: "Reporter | None" = None,
-                ray: str | None = None) -> "IndexSummary":
+                ray: str | None = None, device: str | None = None) -> "IndexSummary":
         """`index` again over every remembered root, each with the excludes it was last given."""
         from indexer.pipeline import IndexSummary
 
@@ -196,9 +207,11 @@ class Library:
         total = IndexSummary()
         for exclude, roots in groups.items():
             summary = self.index([os.fsdecode(r) for r in roots], options=options, exclude=exclude,
-                                 reporter=reporter, ray=ray)
+                                 reporter=reporter, ray=ray, device=device)
             for name in ("added", "updated", "removed", "unchanged", "failed", "reused", "encoded", "seconds"):
                 setattr(total, name, getattr(total, name) + getattr(summary, name))
+            total.device = summary.device or total.device
+            total.compute_precision = summary.compute_precision or total.compute_precision
         return total
 
     def repair(self) -> "RepairSummary":
@@ -211,20 +224,58 @@ class Library:
             index = self._index_store(self._writable_catalog()).repair()
         return RepairSummary(str(self.folder), index.ntotal, index.kind, time.monotonic() - started)
 
-    def _create(self, spec: "ModelSpec", image_precision: str) -> None:
-        """Load the model first: weights that cannot be had leave no half-made library behind."""
+    def _create(self, spec: "ModelSpec", image_precision: str, roots: Sequence[bytes] = (),
+                exclude: Sequence[str] = (), first_batch: int = 32) -> None:
+        """Load (and for int8, check) the model first: weights that cannot be had, or an int8 tower refused on the
+        first photos, leave no half-made library behind (nothing is written before the catalog appears whole)."""
         from indexer.lock import writer_lock
         from indexer.model import load_model
+        from indexer.model_identity import identity_meta, weights_fingerprint
 
-        model = load_model(spec, image_precision)
+        fingerprint = weights_fingerprint(spec)
+        if image_precision == "int8":
+            from indexer.int8_check import check_int8
+
+            model = load_model(spec, "fp32", "cpu", self.notice)
+            check_int8(model, roots, exclude, first_batch)
+        else:
+            model = load_model(spec, image_precision, self._device, self.notice)
         self.folder.mkdir(parents=True, exist_ok=True)
         with writer_lock(self.folder / LOCK_FILE, self.notice):
             if self.exists():
                 return  # another process created it meanwhile; the model check follows under the lock
             catalog = Catalog.create(self.catalog_path,
                                      {"model": spec.name, "pretrained": spec.pretrained, "dim": str(model.dim),
-                                      "image_precision": image_precision})
+                                      "image_precision": image_precision}
+                                     | identity_meta(fingerprint, model.preprocess_cfg))
             self._catalog, self._model = catalog, model
+
+    def _use_device(self, device: str) -> None:
+        """Run the image tower on `device` from now on (a model loaded for another device is dropped)."""
+        if device != self._device:
+            self._device, self._model, self._query = device, None, None
+
+    def _record_fingerprint_if_missing(self, catalog: Catalog) -> None:
+        """A library made before fingerprints were recorded gets its model's now (see indexer/model_identity.py)."""
+        from indexer.model_identity import FINGERPRINT_KEY, identity_meta, weights_fingerprint
+
+        if FINGERPRINT_KEY not in catalog.meta():
+            found = identity_meta(weights_fingerprint(self._spec(catalog)), None)
+            if found:
+                catalog.set_meta(found)
+
+    def _record_run(self, catalog: Catalog, summary: "IndexSummary") -> None:
+        """Which device (and precision) encoded this run's images, for the summary and `status`."""
+        if not summary.encoded or self._model is None:
+            return
+        from indexer.device import device_label
+        from indexer.model_identity import PREPROCESS_KEY, identity_meta
+
+        summary.device, summary.compute_precision = device_label(self._model.device), self._model.compute_precision
+        meta = {"device": summary.device, "compute_precision": summary.compute_precision}
+        if PREPROCESS_KEY not in catalog.meta():
+            meta |= identity_meta(None, self._model.preprocess_cfg)
+        catalog.set_meta(meta)
 
     def _check_model(self, catalog: Catalog, name: str | None, pretrained: str | None) -> None:
         if name is None and pretrained is None:
@@ -452,7 +503,8 @@ class Library:
         tower_problem = self._text_tower_problem()
         return LibraryStatus(str(self.folder), images, failed, meta["model"], meta["pretrained"], int(meta["dim"]),
                              meta.get("index_kind", "none"), "torch" if tower_problem else "numpy",
-                             meta.get("image_precision", "fp32"), tower_problem or "")
+                             meta.get("image_precision", "fp32"), tower_problem or "", meta.get("device", "none"),
+                             meta.get("compute_precision", "none"))
 
     def _text_tower_problem(self) -> str | None:
         """Why text queries go to torch (None: the numpy export is complete and gives its recorded probe)."""
@@ -467,14 +519,19 @@ class Library:
         return [(os.fsdecode(f.path), f.reason) for f in self._readable_catalog().failures()]
 
     def embed(self, texts: Sequence[str] = (), images: Sequence[str] = (), model: str | None = None,
-              pretrained: str | None = None) -> list[np.ndarray]:
-        """Embeddings exactly as `index` and `search` compute them; without a library, of the given model."""
+              pretrained: str | None = None, device: str | None = None) -> list[np.ndarray]:
+        """Embeddings exactly as `index` and `search` compute them; without a library, of the given model.
+        Images are encoded on `device` (default auto, as `index`); text on the CPU."""
+        from indexer.device import check_device
+
+        check_device(device)
+        self._use_device(device or "auto")
         if self.exists():
             self._check_model(self._readable_catalog(), model, pretrained)
         elif self._model is None:
             from indexer.model import ModelSpec, load_model
 
-            self._model = load_model(ModelSpec.resolve(model, pretrained))
+            self._model = load_model(ModelSpec.resolve(model, pretrained), device=self._device, notice=self.notice)
         encoder = self._query_encoder()
         out = list(encoder.texts(texts)) if texts else []
         return out + (list(encoder.image_files(images)) if images else [])
@@ -493,11 +550,17 @@ class Library:
         return ModelSpec(meta["model"], meta["pretrained"])
 
     def _loaded_model(self) -> "ClipModel":
+        """The library's model on this Library's device, refused if its weights or preprocessing changed."""
         if self._model is None:
             from indexer.model import load_model
+            from indexer.model_identity import check_fingerprint, check_preprocess, weights_fingerprint
 
             catalog = self._readable_catalog()
-            self._model = load_model(self._spec(catalog), _precision(catalog))
+            spec, meta = self._spec(catalog), catalog.meta()
+            check_fingerprint(meta, spec, weights_fingerprint(spec), str(self.folder))
+            model = load_model(spec, _precision(catalog), self._device, self.notice)
+            check_preprocess(meta, spec, model.preprocess_cfg, str(self.folder))
+            self._model = model
         return self._model
 
     def _writable_catalog(self) -> Catalog:
