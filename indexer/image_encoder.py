@@ -26,14 +26,14 @@ class ImageEncoder:
     autocast dtype to try; it is used only after passing the precision check on the first photos."""
 
     def __init__(self, tower: Any, device: str = CPU, reduced: str | None = None, notice: NoticeFn = _ignore,
-                 gate: Callable[..., PrecisionGate] = PrecisionGate):
+                 gate: Callable[..., PrecisionGate] | None = None):
         self.tower, self.device, self.notice = tower, device, notice
         self.chunk: int | None = None  # most images per forward pass; set (and halved) on out-of-memory
         self._pinned: Any = None
         self.gate = None
         if reduced is not None:
-            self.gate = gate(lambda b: self.run(b, None), lambda b: self.run(b, reduced),
-                             _SHORT.get(reduced, reduced), notice)
+            self.gate = (gate or PrecisionGate)(lambda b: self.run(b, None), lambda b: self.run(b, reduced),
+                                                _SHORT.get(reduced, reduced), notice)
 
     @property
     def precision(self) -> str:
