@@ -31,6 +31,9 @@ class ImageEncoder:
         self.chunk: int | None = None  # most images per forward pass; set (and halved) on out-of-memory
         self._pinned: Any = None
         self.gate = None
+        if reduced is not None and not autocast_available(device):
+            notice(f"{_SHORT.get(reduced, reduced)} autocast is not available on {device} with this torch: fp32")
+            reduced = None
         if reduced is not None:
             self.gate = (gate or PrecisionGate)(lambda b: self.run(b, None), lambda b: self.run(b, reduced),
                                                 _SHORT.get(reduced, reduced), notice)
@@ -98,6 +101,14 @@ def _autocast(device: str, dtype: str | None) -> Any:
     import torch
 
     return torch.autocast(device_type=device_kind(device), dtype=getattr(torch, dtype))
+
+
+def autocast_available(device: str) -> bool:
+    """Whether torch.autocast works on this kind of device (where it does not, torch silently runs fp32)."""
+    import torch
+
+    check = getattr(torch.amp, "is_autocast_available", None)
+    return bool(check(device_kind(device))) if check is not None else device_kind(device) in ("cuda", "cpu")
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

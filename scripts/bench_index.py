@@ -1,12 +1,16 @@
 """Indexing throughput and fidelity benchmark on camera-sized JPEGs with a random-weight ViT-B-32.
 
-Usage:  .venv/bin/python scripts/bench_index.py [--n 48] [--repeat 3] [--folder DIR] [--explore]
+Usage:  .venv/bin/python scripts/bench_index.py [--n 48] [--repeat 3] [--folder DIR] [--explore] [--device cuda]
 
 Measures in one run: (a) the model's pure forward rate, (b) the best decode (draft JPEG decode + preprocess,
 one core), the limit 1 / (1/pure + decode/cores), (c) the naive loop (open_clip's reference preprocess, then
 encode, batched), (d) `searchengine index` end to end, steady state = 3N / (t(4N) - t(N)), fresh library each,
 (e) fidelity of decode_and_preprocess to the reference path in embedding space, (f) the index run's peak memory.
 --explore adds the figures that guide the pipeline's design (batch sizes, threads, worker overlap, int8).
+--device D (cuda, cuda:N, mps, or cpu to try the code path) adds a "device" section: the product's image
+encoder's forward-only rate on D (in the precision it chose after its check on these photos), the decode limit
+(cores / decode time), the `index --device D` rate and its ratio to min(forward, decode limit) (goal >= 0.85),
+and the fidelity of D's embeddings to the CPU fp32 path (worst 1-cos over the mean 1-cos between photos).
 Photos (4000x3000, quality 90, some EXIF-rotated) and the model are generated once under .bench/ (git-ignored).
 Prints a table; the last line is JSON. Speed does not depend on the weights, so random ones are honest here.
 """
@@ -555,6 +559,43 @@ def one_round(args: argparse.Namespace, photos: list[Path], model: Model, datas:
     return result, reference
 
 
+def device_forward(model_dir: Path, device: str, pixels: np.ndarray, batch: int,
+                   min_seconds: float = 4.0) -> tuple[float, str, str, np.ndarray]:
+    """The product's encoder on `device`: forward-only images/s (host-device copies included, no decode),
+    its label, the precision it settled on after its check, and its embeddings of `pixels`."""
+    from indexer.device import device_label
+    from indexer.model import ModelSpec, load_model
+
+    clip = load_model(ModelSpec.resolve(f"local-dir:{model_dir}", None), device=device,
+                      notice=lambda m: print(f"device: {m}", file=sys.stderr))
+    embeddings = np.concatenate([clip.encode_pixels(pixels[i:i + batch]) for i in range(0, len(pixels), batch)])
+    x = np.concatenate([pixels] * int(np.ceil(batch / len(pixels))))[:batch]
+    clip.encode_pixels(x)  # warm-up (kernels, allocator) after the precision check above
+    done, started = 0, time.perf_counter()
+    while done < 4 * batch or time.perf_counter() - started < min_seconds:
+        clip.encode_pixels(x)
+        done += batch
+    ips = done / (time.perf_counter() - started)
+    return ips, device_label(clip.device), clip.compute_precision, embeddings
+
+
+def device_figures(args: argparse.Namespace, model_dir: Path, pixels: np.ndarray, fp32: np.ndarray,
+                   rounds: list[Round]) -> dict:
+    from indexer.precision_check import judge
+
+    forward, label, precision, embeddings = device_forward(model_dir, args.device, pixels, args.batch)
+    decode_limit = CORES / statistics.median(r.decode_s for r in rounds)
+    verdict = judge(fp32, embeddings)
+    figures = {"device": label, "precision": precision, "forward_ips": round(forward, 2),
+               "decode_limit_ips": round(decode_limit, 2), "limit_ips": round(min(forward, decode_limit), 2),
+               "fidelity_worst_over_between": verdict.ratio if verdict else None,
+               "fidelity_ok": verdict.ok if verdict else None, "goal_ratio": 0.85}
+    if not args.skip_index:
+        index_ips = statistics.median(r.index_ips for r in rounds)
+        figures |= {"index_ips": round(index_ips, 2), "ratio_to_limit": round(index_ips / figures["limit_ips"], 4)}
+    return figures
+
+
 def spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -604,6 +645,8 @@ def print_table(summary: dict) -> None:
           f" between photos {summary['between_photos_1_minus_cos']:.3f}")
     for key, value in summary.get("explore", {}).items():
         print(f"{key:<28}{json.dumps(value)}")
+    for key, value in summary.get("device", {}).items():
+        print(f"{'device ' + key:<28}{value}")
     if summary["spread"]["foreign_cpu_share"]["min"] > 0.1:
         print("WARNING: other processes used over 10% of the CPU in every round; speed figures are skewed")
 
@@ -619,7 +662,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--index-args", default="", help="extra `searchengine index` options, e.g. '--workers 1'")
     parser.add_argument("--skip-index", action="store_true", help="leave out the end-to-end CLI measurement")
     parser.add_argument("--explore", action="store_true", help="add batch/threads/workers/int8 figures")
-    return parser.parse_args(argv)
+    parser.add_argument("--device", default=None,
+                        help="also measure this device (cuda, cuda:N, mps; cpu tries the code path); "
+                             "`index` runs with --device D")
+    args = parser.parse_args(argv)
+    if args.device:
+        args.index_args = f"{args.index_args} --device {args.device}".strip()
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -648,6 +697,8 @@ def main(argv: list[str] | None = None) -> dict:
     summary["int8"] = int8_figures(model.net, pixels, fp32, args.batch, args.repeat)  # for `index --int8`
     if args.explore:
         summary["explore"] = explore(photos[:args.n], model, pixels, fp32, args.batch, args.repeat)
+    if args.device:
+        summary["device"] = device_figures(args, model_dir, pixels, fp32, rounds)
     print_table(summary)
     print(json.dumps(summary))
     return summary

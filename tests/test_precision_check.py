@@ -248,3 +248,13 @@ def test_a_kill_during_the_int8_check_leaves_no_library(isolated, tiny_model_nam
     summary = json.loads(run("index", isolated / "photos", "--library", library, "--model", tiny_model_name,
                              "--int8", "--json").stdout)
     assert summary["added"] == 8 and summary["compute_precision"] == "int8"
+
+
+def test_a_device_without_autocast_stays_fp32_and_says_so(monkeypatch, tiny, pixels):
+    import torch
+
+    monkeypatch.setattr(torch.amp, "is_autocast_available", lambda kind: False)
+    notices: list[str] = []
+    encoder = ImageEncoder(tiny.model.encode_image, "cpu", "bfloat16", notices.append)
+    assert encoder.gate is None and encoder.precision == "fp32" and "not available on cpu" in notices[0]
+    assert np.array_equal(encoder.encode(pixels[:4]), encoder.run(pixels[:4], None))
