@@ -646,7 +646,7 @@ def print_table(summary: dict) -> None:
     for key, value in summary.get("explore", {}).items():
         print(f"{key:<28}{json.dumps(value)}")
     for key, value in summary.get("device", {}).items():
-        print(f"{'device ' + key:<28}{value}")
+        print(f"{'device ' + key:<36}{value}")
     if summary["spread"]["foreign_cpu_share"]["min"] > 0.1:
         print("WARNING: other processes used over 10% of the CPU in every round; speed figures are skewed")
 

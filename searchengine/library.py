@@ -140,6 +140,7 @@ class Library:
         """Index image files under `paths`. `image_precision` ("fp32", or opt-in "int8") is fixed at creation.
         `ray`: run the work on Ray, "auto" (a local instance) or a cluster address (needs the ray extra).
         `device` (auto, cpu, cuda, cuda:N, mps; default auto) runs the image tower."""
+        from indexer.catalog_run import record_fingerprint_if_missing, record_run
         from indexer.device import check_device
         from indexer.lock import writer_lock
         from indexer.metadata_fill import fill_missing_metadata
@@ -166,7 +167,7 @@ class Library:
             self._check_model(catalog, model, pretrained)
             self._check_precision(catalog, image_precision)
             check_device(device, cpu_only=_precision(catalog) == "int8")
-            self._record_fingerprint_if_missing(catalog)
+            record_fingerprint_if_missing(catalog, self._spec(catalog))
             store = self._index_store(catalog)
             store.start_run()
             save_now_and_then = lambda: store.save_every(INDEX_SAVE_SECONDS)  # noqa: E731
@@ -183,7 +184,7 @@ class Library:
             summary.metadata_filled = fill_missing_metadata(catalog, roots)
             remember_roots(catalog, roots, list(exclude))
             store.finish()
-            self._record_run(catalog, summary)
+            record_run(catalog, summary, self._model)
             self._export_text_tower_if_missing()
         summary.seconds = time.monotonic() - started
         return summary
@@ -254,28 +255,6 @@ class Library:
         """Run the image tower on `device` from now on (a model loaded for another device is dropped)."""
         if device != self._device:
             self._device, self._model, self._query = device, None, None
-
-    def _record_fingerprint_if_missing(self, catalog: Catalog) -> None:
-        """A library made before fingerprints were recorded gets its model's now (see indexer/model_identity.py)."""
-        from indexer.model_identity import FINGERPRINT_KEY, identity_meta, weights_fingerprint
-
-        if FINGERPRINT_KEY not in catalog.meta():
-            found = identity_meta(weights_fingerprint(self._spec(catalog)), None)
-            if found:
-                catalog.set_meta(found)
-
-    def _record_run(self, catalog: Catalog, summary: "IndexSummary") -> None:
-        """Which device (and precision) encoded this run's images, for the summary and `status`."""
-        if not summary.encoded or self._model is None:
-            return
-        from indexer.device import device_label
-        from indexer.model_identity import PREPROCESS_KEY, identity_meta
-
-        summary.device, summary.compute_precision = device_label(self._model.device), self._model.compute_precision
-        meta = {"device": summary.device, "compute_precision": summary.compute_precision}
-        if PREPROCESS_KEY not in catalog.meta():
-            meta |= identity_meta(None, self._model.preprocess_cfg)
-        catalog.set_meta(meta)
 
     def _check_model(self, catalog: Catalog, name: str | None, pretrained: str | None) -> None:
         if name is None and pretrained is None:
