@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from indexer.model_identity import FINGERPRINT_KEY, PREPROCESS_KEY, identity_meta, weights_fingerprint
+from indexer.model_identity import FINGERPRINT_KEY, PREPROCESS_KEY, preprocess_meta, weights_meta
 
 if TYPE_CHECKING:
     from indexer.catalog import Catalog
@@ -18,7 +18,7 @@ PRECISION_KEY = "compute_precision"
 def record_fingerprint_if_missing(catalog: "Catalog", spec: "ModelSpec") -> None:
     """A library made before fingerprints were recorded gets its model's now (see indexer/model_identity.py)."""
     if FINGERPRINT_KEY not in catalog.meta():
-        found = identity_meta(weights_fingerprint(spec), None)
+        found = weights_meta(spec)
         if found:
             catalog.set_meta(found)
 
@@ -32,5 +32,5 @@ def record_run(catalog: "Catalog", summary: "IndexSummary", model: "ClipModel | 
     summary.device, summary.compute_precision = device_label(model.device), model.compute_precision
     meta = {DEVICE_KEY: summary.device, PRECISION_KEY: summary.compute_precision}
     if PREPROCESS_KEY not in catalog.meta():
-        meta |= identity_meta(None, model.preprocess_cfg)
+        meta |= preprocess_meta(model.preprocess_cfg)
     catalog.set_meta(meta)

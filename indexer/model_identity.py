@@ -5,6 +5,10 @@ At creation the catalog records a BLAKE2b fingerprint of those files (the folder
 which carries the preprocessing, and every weights file in it) and the preprocessing config open_clip gives.
 A later load that finds different ones is refused like any model mismatch. Pretrained tags and hf-hub repos
 are identified by their name, as before. A library made before fingerprints gets them on its next index run.
+
+Hashing costs about a second per GB (more on a busy machine), so the catalog also keeps the files' stat
+signature (inode, size, mtime and ctime, which no copy or write can leave as they were) with the fingerprint:
+files whose signature is unchanged are not hashed again, as unchanged photos are not re-read.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ if TYPE_CHECKING:
 
 FINGERPRINT_KEY = "weights_fingerprint"
 PREPROCESS_KEY = "preprocess"
+STAT_KEY = "weights_stat"
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pth")
 LOCAL_DIR = "local-dir:"
 
@@ -55,14 +60,45 @@ def weights_fingerprint(spec: "ModelSpec") -> str | None:
     return "blake2b:" + digest.hexdigest()
 
 
+def stat_signature(files: list[Path]) -> str:
+    """Inode, size, mtime and ctime of each file: what any replacement or write of its bytes changes."""
+    rows = []
+    for path in files:
+        try:
+            info = os.stat(path)
+            rows.append([path.name, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns])
+        except OSError:
+            rows.append([path.name, None])
+    return json.dumps(rows)
+
+
+def weights_meta(spec: "ModelSpec") -> dict[str, str]:
+    """Fingerprint and stat signature to record for `spec` (empty for a model named by tag)."""
+    files = weight_files(spec)
+    if not files:
+        return {}
+    signature = stat_signature(files)  # before hashing: a change during the hash shows as a changed signature
+    return {FINGERPRINT_KEY: weights_fingerprint(spec) or "", STAT_KEY: signature}
+
+
+def verify_weights(meta: dict[str, str], spec: "ModelSpec", library: str) -> dict[str, str]:
+    """Refuse weights other than the recorded ones; the entries worth (re)recording, if any.
+
+    Files with the recorded stat signature are not hashed again."""
+    files = weight_files(spec)
+    if not files or (FINGERPRINT_KEY in meta and meta.get(STAT_KEY) == stat_signature(files)):
+        return {}
+    found = weights_meta(spec)
+    check_fingerprint(meta, spec, found[FINGERPRINT_KEY], library)
+    return {k: v for k, v in found.items() if meta.get(k) != v}
+
+
 def preprocess_text(cfg: "PreprocessConfig") -> str:
     return json.dumps(asdict(cfg), sort_keys=True)
 
 
-def identity_meta(fingerprint: str | None, cfg: "PreprocessConfig | None") -> dict[str, str]:
-    """The catalog meta entries to record (only what is known)."""
-    meta = {FINGERPRINT_KEY: fingerprint} if fingerprint else {}
-    return meta | ({PREPROCESS_KEY: preprocess_text(cfg)} if cfg is not None else {})
+def preprocess_meta(cfg: "PreprocessConfig") -> dict[str, str]:
+    return {PREPROCESS_KEY: preprocess_text(cfg)}
 
 
 def check_fingerprint(meta: dict[str, str], spec: "ModelSpec", fingerprint: str | None, library: str) -> None:

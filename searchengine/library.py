@@ -231,9 +231,9 @@ class Library:
         first photos, leave no half-made library behind (nothing is written before the catalog appears whole)."""
         from indexer.lock import writer_lock
         from indexer.model import load_model
-        from indexer.model_identity import identity_meta, weights_fingerprint
+        from indexer.model_identity import preprocess_meta, weights_meta
 
-        fingerprint = weights_fingerprint(spec)
+        identity = weights_meta(spec)
         if image_precision == "int8":
             from indexer.int8_check import check_int8
 
@@ -248,7 +248,7 @@ class Library:
             catalog = Catalog.create(self.catalog_path,
                                      {"model": spec.name, "pretrained": spec.pretrained, "dim": str(model.dim),
                                       "image_precision": image_precision}
-                                     | identity_meta(fingerprint, model.preprocess_cfg))
+                                     | identity | preprocess_meta(model.preprocess_cfg))
             self._catalog, self._model = catalog, model
 
     def _use_device(self, device: str) -> None:
@@ -532,13 +532,15 @@ class Library:
         """The library's model on this Library's device, refused if its weights or preprocessing changed."""
         if self._model is None:
             from indexer.model import load_model
-            from indexer.model_identity import check_fingerprint, check_preprocess, weights_fingerprint
+            from indexer.model_identity import check_preprocess, verify_weights
 
             catalog = self._readable_catalog()
             spec, meta = self._spec(catalog), catalog.meta()
-            check_fingerprint(meta, spec, weights_fingerprint(spec), str(self.folder))
+            updates = verify_weights(meta, spec, str(self.folder))
             model = load_model(spec, _precision(catalog), self._device, self.notice)
             check_preprocess(meta, spec, model.preprocess_cfg, str(self.folder))
+            if updates and catalog.writable:  # same bytes, new stat (copied, touched): no need to hash next time
+                catalog.set_meta(updates)
             self._model = model
         return self._model
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -141,3 +142,23 @@ def test_fingerprinted_files(tmp_path):
     checkpoint.write_bytes(b"y" * 10)  # same size, other bytes
     assert weights_fingerprint(spec) != first
     assert weights_fingerprint(ModelSpec("ViT-B-32", "laion2b_s34b_b79k")) is None  # named by its tag
+
+
+def test_unchanged_files_are_not_hashed_again_and_touched_ones_are(indexed, isolated, own_model, monkeypatch):
+    import indexer.model_identity as identity
+
+    outside = make_photos(isolated / "outside", 1, first_seed=3000)[0]
+    hashed: list[str] = []
+    real = identity.weights_fingerprint
+    monkeypatch.setattr(identity, "weights_fingerprint", lambda spec: hashed.append(spec.name) or real(spec))
+    assert json.loads(run("search", "--image", outside, "--json").stdout)
+    assert hashed == []  # same inode, size, mtime and ctime as recorded: not read again
+    weights = own_model / "open_clip_model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # same bytes, new mtime
+    assert json.loads(run("search", "--image", outside, "--json").stdout)
+    assert len(hashed) == 1  # hashed, found equal, accepted
+    make_photos(isolated / "photos", 1, first_seed=2000)
+    run("index", isolated / "photos")  # a writer records the new signature...
+    hashed.clear()
+    assert json.loads(run("search", "--image", outside, "--json").stdout)
+    assert hashed == []  # ...so the next load does not hash
