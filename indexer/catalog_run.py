@@ -1,10 +1,10 @@
-"""Catalog meta written by an index run about its model: the fingerprint an older library lacks, and which
-device and precision encoded the run's images (shown by the summary and `status`)."""
+"""Catalog meta checked and written by an index run about its model: its weights' fingerprint (refused if it
+changed, recorded if an older library lacks it), and which device and precision encoded the run's images."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from indexer.model_identity import FINGERPRINT_KEY, PREPROCESS_KEY, preprocess_meta, weights_meta
+from indexer.model_identity import PREPROCESS_KEY, preprocess_meta, verify_weights
 
 if TYPE_CHECKING:
     from indexer.catalog import Catalog
@@ -15,12 +15,12 @@ DEVICE_KEY = "device"
 PRECISION_KEY = "compute_precision"
 
 
-def record_fingerprint_if_missing(catalog: "Catalog", spec: "ModelSpec") -> None:
-    """A library made before fingerprints were recorded gets its model's now (see indexer/model_identity.py)."""
-    if FINGERPRINT_KEY not in catalog.meta():
-        found = weights_meta(spec)
-        if found:
-            catalog.set_meta(found)
+def verify_weights_for_run(catalog: "Catalog", spec: "ModelSpec", library: str) -> None:
+    """Before an index run writes anything: refuse other weights than the recorded ones; record the fingerprint
+    of a library made before fingerprints (it trusts what the files hold now), or their new stat signature."""
+    updates = verify_weights(catalog.meta(), spec, library)
+    if updates:
+        catalog.set_meta(updates)
 
 
 def record_run(catalog: "Catalog", summary: "IndexSummary", model: "ClipModel | None") -> None:

@@ -140,7 +140,7 @@ class Library:
         """Index image files under `paths`. `image_precision` ("fp32", or opt-in "int8") is fixed at creation.
         `ray`: run the work on Ray, "auto" (a local instance) or a cluster address (needs the ray extra).
         `device` (auto, cpu, cuda, cuda:N, mps; default auto) runs the image tower."""
-        from indexer.catalog_run import record_fingerprint_if_missing, record_run
+        from indexer.catalog_run import record_run, verify_weights_for_run
         from indexer.device import check_device
         from indexer.lock import writer_lock
         from indexer.metadata_fill import fill_missing_metadata
@@ -167,7 +167,7 @@ class Library:
             self._check_model(catalog, model, pretrained)
             self._check_precision(catalog, image_precision)
             check_device(device, cpu_only=_precision(catalog) == "int8")
-            record_fingerprint_if_missing(catalog, self._spec(catalog))
+            verify_weights_for_run(catalog, self._spec(catalog), str(self.folder))
             store = self._index_store(catalog)
             store.start_run()
             save_now_and_then = lambda: store.save_every(INDEX_SAVE_SECONDS)  # noqa: E731

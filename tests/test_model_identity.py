@@ -66,15 +66,19 @@ def test_replaced_weights_are_refused_and_the_library_is_unchanged(indexed, isol
     before = state(indexed)
     old = meta(indexed)[FINGERPRINT_KEY]
     build_tiny_model(own_model, seed=1)  # same path, other weights
+    new = weights_fingerprint(ModelSpec.resolve(f"local-dir:{own_model}", None))
+    assert run("index", isolated / "photos", ok=False).exit_code != 0  # refused even with nothing to encode
+    gone = sorted((isolated / "photos").glob("*.png"))[0]
+    gone.unlink()  # a removal the run would commit before encoding
     make_photos(isolated / "photos", 2, first_seed=2000)  # work that needs the model
     result = run("index", isolated / "photos", ok=False)
     assert result.exit_code != 0 and "Traceback" not in result.stderr
     line = result.stderr.strip()
-    new = weights_fingerprint(ModelSpec.resolve(f"local-dir:{own_model}", None))
     assert "\n" not in line and old[:20] in line and new[:20] in line and old != new
     assert state(indexed) == before
     build_tiny_model(own_model, seed=0)  # the original weights back: accepted again
-    assert json.loads(run("index", isolated / "photos", "--json").stdout)["added"] == 2
+    summary = json.loads(run("index", isolated / "photos", "--json").stdout)
+    assert (summary["added"], summary["removed"]) == (2, 1)
 
 
 def test_queries_that_need_the_model_refuse_other_weights(indexed, isolated, own_model):
@@ -124,7 +128,7 @@ def test_an_older_library_gets_its_fingerprint_on_its_next_index_run(indexed, is
     assert json.loads(run("search", "--image", outside, "--json").stdout)  # nothing recorded: nothing to refuse
     build_tiny_model(own_model, seed=0)
     summary = json.loads(run("index", isolated / "photos", "--json").stdout)
-    assert summary["encoded"] == 0  # an unchanged run records the fingerprint too
+    assert summary["encoded"] == 0  # an unchanged run records the fingerprint too (before anything else)
     assert meta(indexed)[FINGERPRINT_KEY] == weights_fingerprint(ModelSpec.resolve(f"local-dir:{own_model}", None))
     make_photos(isolated / "photos", 1, first_seed=2000)
     run("index", isolated / "photos")
