@@ -470,14 +470,14 @@ def overlap_configs(threads_options: list[int]) -> list[tuple[int, int, str]]:
 
 
 def int8_model(net: Any) -> Any:
-    """The model with the product's `--int8` image tower (indexer.model._int8 returns a quantised copy)."""
+    """The model with the product's `--int8` image tower (indexer.model.int8_tower returns a quantised copy)."""
     import copy
 
-    from indexer.model import _int8
+    from indexer.model import int8_tower
 
     quantised = copy.copy(net)
     quantised._modules = dict(net._modules)  # a shallow copy would share the module table with `net`
-    quantised.visual = _int8(net.visual)
+    quantised.visual = int8_tower(net.visual)
     return quantised
 
 
