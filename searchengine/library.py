@@ -156,8 +156,10 @@ class Library:
             if not os.path.exists(root):
                 raise SearchEngineError(f"no such file or folder: {given}")
         options = options or IndexOptions()
+        if ray is not None and device not in (None, "auto", "cpu"):
+            raise SearchEngineError(f"--device {device} with --ray: the Ray encoder actors run on the CPU")
         check_device(device, cpu_only=image_precision == "int8")  # an absent GPU: fail before anything is written
-        self._use_device(device or "auto")
+        self._use_device("cpu" if ray is not None else device or "auto")
         if not self.exists():
             self._create(ModelSpec.resolve(model, pretrained), image_precision or "fp32", roots, exclude,
                          options.batch_size)

@@ -256,3 +256,11 @@ def _embeddings(library: Path) -> np.ndarray:
     finally:
         conn.close()
     return np.stack([np.frombuffer(blob, np.float32) for _, blob in rows])
+
+
+def test_ray_with_a_gpu_device_is_refused_before_anything_is_written(isolated, tiny_model_name):
+    make_photos(isolated / "photos", 4)
+    result = run("index", isolated / "photos", "--model", tiny_model_name, "--ray", "auto", "--device", "cuda",
+                 ok=False)
+    assert result.exit_code != 0 and "Ray encoder actors run on the CPU" in result.stderr
+    assert not (isolated / "library").exists()
