@@ -36,6 +36,8 @@ class Status(BaseModel):
     text_encoder: str
     image_precision: str
     text_encoder_note: str = ""
+    device: str = "none"
+    compute_precision: str = "none"
 
 
 class Indexing(BaseModel):
