@@ -25,12 +25,13 @@ def verify_weights_for_run(catalog: "Catalog", spec: "ModelSpec", library: str) 
 
 def record_run(catalog: "Catalog", summary: "IndexSummary", model: "ClipModel | None") -> None:
     """Fill the summary's device and precision and keep them in the catalog, when the run encoded images."""
-    if not summary.encoded or model is None:
+    if not summary.encoded or (model is None and summary.device is None):
         return
-    from indexer.device import device_label
+    if model is not None:
+        from indexer.device import device_label
 
-    summary.device, summary.compute_precision = device_label(model.device), model.compute_precision
-    meta = {DEVICE_KEY: summary.device, PRECISION_KEY: summary.compute_precision}
-    if PREPROCESS_KEY not in catalog.meta():
+        summary.device, summary.compute_precision = device_label(model.device), model.compute_precision
+    meta = {DEVICE_KEY: summary.device, PRECISION_KEY: summary.compute_precision}  # a Ray run's: its actors'
+    if model is not None and PREPROCESS_KEY not in catalog.meta():
         meta |= preprocess_meta(model.preprocess_cfg)
     catalog.set_meta(meta)

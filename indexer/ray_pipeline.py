@@ -115,6 +115,7 @@ def _commit(batch: dict[str, np.ndarray], writer: _BatchWriter, reporter: Report
         else:
             if batch["encoded"][n]:
                 summary.encoded += 1
+                summary.device, summary.compute_precision = str(batch["device"][n]), str(batch["compute_precision"][n])
             else:
                 summary.reused += 1
             writer.store(prepared, batch["embedding"][n])
@@ -173,36 +174,28 @@ class _NoCatalog:
 
 
 class _EncodeActor:
-    """Holds the library's model on a worker (on its GPU when it has one) and encodes decoded batches."""
+    """Holds the library's model on a worker and encodes decoded batches, on the worker's best device (its GPU
+    when it has one, with the same checked half precision and out-of-memory splitting as a local run)."""
 
     def __init__(self, setup: _Setup, threads: int):
         import torch
 
+        from indexer.device import device_label
         from indexer.model import ModelSpec, load_model
 
-        self.model = load_model(ModelSpec(setup.model, setup.pretrained), setup.precision)
+        self.model = load_model(ModelSpec(setup.model, setup.pretrained), setup.precision, device="auto")
         if threads:
             torch.set_num_threads(threads)
-        self.device = "cuda" if torch.cuda.is_available() and setup.precision == "fp32" else "cpu"
-        if self.device == "cuda":
-            self.model.model.to(self.device)
+        self.device = device_label(self.model.device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         encode = batch["encoded"]
         embeddings = batch["embedding"].copy()
         if encode.any():
-            embeddings[encode] = self._encode(batch["pixels"][encode])
+            embeddings[encode] = self.model.encode_pixels(batch["pixels"][encode])
         out = {k: v for k, v in batch.items() if k != "pixels"}
         out["embedding"] = embeddings
+        # What encoded this batch, for the run's summary and the catalog (the driver holds no model).
+        out["device"] = np.array([self.device] * len(encode), object)
+        out["compute_precision"] = np.array([self.model.compute_precision] * len(encode), object)
         return out
-
-    def _encode(self, pixels: np.ndarray) -> np.ndarray:
-        if self.device == "cpu":
-            return self.model.encode_pixels(pixels)
-        import torch
-
-        from indexer.model import normalise
-
-        with torch.inference_mode():
-            features = self.model.model.encode_image(torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device))
-        return normalise(features.float().cpu().numpy())

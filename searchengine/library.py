@@ -157,7 +157,8 @@ class Library:
                 raise SearchEngineError(f"no such file or folder: {given}")
         options = options or IndexOptions()
         if ray is not None and device not in (None, "auto", "cpu"):
-            raise SearchEngineError(f"--device {device} with --ray: the Ray encoder actors run on the CPU")
+            raise SearchEngineError(f"--device {device} with --ray: each Ray encoder actor uses its own worker's "
+                                    "best device (a GPU where the cluster has them); leave out --device")
         check_device(device, cpu_only=image_precision == "int8")  # an absent GPU: fail before anything is written
         self._use_device("cpu" if ray is not None else device or "auto")
         if not self.exists():

@@ -112,6 +112,8 @@ def test_an_actor_killed_mid_run_is_restarted_and_the_run_completes(ray_address,
     killer.join(timeout=130)
     assert killed, "the run ended before an encoder actor could be killed"
     assert (summary.added, summary.failed) == (len(files), 0)
+    assert (summary.device, summary.compute_precision) == ("cpu", "fp32")  # what the actors ran on, recorded
+    assert Library.open(library).status().device == "cpu"
     check_complete(library, files, failed=0)
 
 
