@@ -2,7 +2,6 @@
 saved and reloaded, refused when damaged, and chosen by size through the index store (thresholds made small)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
