@@ -31,7 +31,6 @@ class QueryEncoder:
         self.model = model
         self.notice = notice or (lambda message: None)
         self._numpy_text = None
-        self._probed = False
         self.fallback_reason: str | None = None
 
     def texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -58,14 +57,12 @@ class QueryEncoder:
                 self._fall_back(reason or "unusable")
                 return None
             self._numpy_text = (encoder, manifest)
-        if self._probed:
-            return self._numpy_text[0].encode(texts)
-        # The first query carries the export's probe text in its batch (nearly free): weights damaged since
-        # the export are caught before any answer; later queries of this process use the same mapped weights.
+        # Every query carries the export's probe text in its batch: nearly free (the weights are read once for
+        # all rows), and the batch shape stays the same, so a text scores the same in every process (the CLI, a
+        # server that has answered before) down to the last bit.
         rows, reason = encode_checked(*self._numpy_text, texts)
         if rows is None:
             self._fall_back(reason or "unusable")
-        self._probed = rows is not None
         return rows
 
     def _fall_back(self, reason: str) -> None:

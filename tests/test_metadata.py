@@ -17,6 +17,7 @@ from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
 import indexer.catalog as catalog_module
+import indexer.catalog_writes as catalog_writes
 import indexer.metadata_fill as metadata_fill
 from images import photo
 from indexer.catalog_metadata import METADATA_COLUMNS
@@ -232,7 +233,7 @@ def test_rows_from_before_metadata_are_filled_from_headers(folder, tiny_model_na
 def test_a_catalog_from_before_the_migration_is_upgraded_and_filled(folder, tiny_model_name, monkeypatch):
     with monkeypatch.context() as patch:
         patch.setattr(catalog_module, "MIGRATIONS", [m for m in MIGRATIONS if m[0] < "004"])
-        patch.setattr(catalog_module, "write_metadata", lambda *args: None)  # the code of that time
+        patch.setattr(catalog_writes, "write_metadata", lambda *args: None)  # the code of that time
         patch.setattr(metadata_fill, "fill_missing_metadata", lambda *args: 0)
         index(folder, tiny_model_name)
     summary = index(folder)
