@@ -31,6 +31,7 @@ class QueryEncoder:
         self.model = model
         self.notice = notice or (lambda message: None)
         self._numpy_text = None
+        self._probed = False
         self.fallback_reason: str | None = None
 
     def texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -57,13 +58,16 @@ class QueryEncoder:
                 self._fall_back(reason or "unusable")
                 return None
             self._numpy_text = (encoder, manifest)
-        # Every query carries the export's probe text in its batch: nearly free (the weights are read once for
-        # all rows), and the batch shape stays the same, so a text scores the same in every process (the CLI, a
-        # server that has answered before) down to the last bit.
-        rows, reason = encode_checked(*self._numpy_text, texts)
-        if rows is None:
-            self._fall_back(reason or "unusable")
-        return rows
+        if not self._probed:
+            # The export's probe text is checked once per process, on its own: weights damaged since the export
+            # are caught before any answer. Queries are then encoded alone, so a text scores the same in every
+            # process (a fresh CLI, a server that has answered before) down to the last bit.
+            _, reason = encode_checked(*self._numpy_text, [])
+            if reason is not None:
+                self._fall_back(reason)
+                return None
+            self._probed = True
+        return self._numpy_text[0].encode(texts)
 
     def _fall_back(self, reason: str) -> None:
         self.fallback_reason = reason
