@@ -187,6 +187,19 @@ def assert_clear_winner(hits: list[dict]) -> None:
     assert first - second > 0.2 * (1 - second), (first, second)
 
 
+def run(*args: object, ok: bool = True):
+    """The CLI in this process (click's runner): never a traceback; exit 0 unless `ok` is False."""
+    from click.testing import CliRunner
+
+    from searchengine.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert "Traceback" not in result.stderr
+    if ok:
+        assert result.exit_code == 0, (result.output, result.stderr)
+    return result
+
+
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, symlinks=True)
     return dst

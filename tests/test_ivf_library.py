@@ -11,12 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import indexer.vector_index as vector_index
-from faults import copy_tree, make_photos
+from faults import copy_tree, make_photos, run
 from indexer.vector_index import IVF_SQ8, VectorIndex
-from searchengine.cli import main
 from searchengine.library import Library
 
 PHOTOS = 240
@@ -38,14 +36,6 @@ def _move_paths(library: Path, old: bytes, new: bytes) -> None:
         for image_id, path, folder in conn.execute("SELECT id, path, folder FROM images").fetchall():
             conn.execute("UPDATE images SET path=?, folder=? WHERE id=?",
                          (new + path[len(old):], new + folder[len(old):], image_id))
-
-
-def run(*args: object, ok: bool = True):
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    assert "Traceback" not in result.stderr
-    if ok:
-        assert result.exit_code == 0, (result.output, result.stderr)
-    return result
 
 
 def index(*args: object) -> dict:

@@ -9,18 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from faults import make_photos
-from searchengine.cli import main
-
-
-def run(*args: object, ok: bool = True):
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    assert "Traceback" not in result.stderr
-    if ok:
-        assert result.exit_code == 0, (result.output, result.stderr)
-    return result
+from faults import make_photos, run
 
 
 def index(*args: object) -> dict:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from faults import (Kill, catalog_rows, check_complete, cli, copy_tree, integrity_ok, kill_group, make_photos,
+from faults import (Kill, catalog_rows, check_complete, cli, copy_tree, integrity_ok, kill_group, make_photos, run,
                     saved_states, start, status_images, summary_of)
 from indexer.errors import CatalogError
 from indexer.vector_index import VectorIndex
@@ -124,14 +124,6 @@ def test_sigkill_at_any_moment_then_resume(tiny_model_name, tmp_path):
 
 
 # --- helpers for the in-process tests -------------------------------------------------------------------------
-def run(*args: object, ok: bool = True):
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    assert "Traceback" not in result.stderr
-    if ok:
-        assert result.exit_code == 0, (result.output, result.stderr)
-    return result
-
-
 def answers(photos: Path) -> list:
     """What searches return now: a text query over everything and image queries, paths with scores."""
     found = [json.loads(run("search", "a photo", "--json", "--limit", "1000").stdout)]
