@@ -7,6 +7,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Protocol
@@ -71,33 +72,46 @@ def run_pipeline(catalog: Catalog, plan: Plan, encoder: Callable[[], Encoder], o
                  reporter: Reporter, after_commit: Callable[[], None]) -> IndexSummary:
     """Embed and store the plan's tasks (its removals are already committed); `encoder` is called only if pixels
     need it. Entries removed by this run that no moved file claimed are dropped at the end."""
+    with embedding_run(catalog, plan, options, reporter, after_commit) as writer:
+        if plan.todo_count:
+            _embed_all(catalog, plan, encoder(), options, reporter, writer)
+    return writer.summary
+
+
+def _embed_all(catalog: Catalog, plan: Plan, model: Encoder, options: IndexOptions, reporter: Reporter,
+               writer: "_BatchWriter") -> None:
+    pending: list[Prepared] = []
+    for prepared in _prepared(plan.tasks(), catalog, model.preprocess_cfg, options):
+        if prepared.error is not None:
+            reporter.skipped(prepared.task.path, prepared.error)
+            writer.fail(prepared)
+        elif prepared.embedding is not None:
+            writer.summary.reused += 1
+            writer.store(prepared, prepared.embedding)
+        else:
+            pending.append(prepared)
+            if len(pending) >= options.batch_size:
+                _encode(model, pending, writer)
+        reporter.advance(1)
+    _encode(model, pending, writer)
+
+
+@contextmanager
+def embedding_run(catalog: Catalog, plan: Plan, options: IndexOptions, reporter: Reporter,
+                  after_commit: Callable[[], None]) -> Iterator["_BatchWriter"]:
+    """The run's batch writer, holding the plan's failures; when the body is done: the last batch, the drop of
+    removed entries no moved file claimed, and the phase's timing (shared by the local and the Ray pipeline)."""
     started = time.monotonic()
     summary = IndexSummary(unchanged=plan.unchanged, failed=plan.known_failed + len(plan.new_failures),
                            removed=plan.removed)
     writer = _BatchWriter(catalog, summary, options.batch_size, after_commit)
     writer.batch.failed.extend(plan.new_failures)
     reporter.start(plan.todo_count)
-    if plan.todo_count:
-        model = encoder()
-        pending: list[Prepared] = []
-        for prepared in _prepared(plan.tasks(), catalog, model.preprocess_cfg, options):
-            if prepared.error is not None:
-                reporter.skipped(prepared.task.path, prepared.error)
-                writer.fail(prepared)
-            elif prepared.embedding is not None:
-                summary.reused += 1
-                writer.store(prepared, prepared.embedding)
-            else:
-                pending.append(prepared)
-                if len(pending) >= options.batch_size:
-                    _encode(model, pending, writer)
-            reporter.advance(1)
-        _encode(model, pending, writer)
+    yield writer
     writer.flush()
     catalog.forget_vanished()
     after_commit()
     summary.embed_seconds = time.monotonic() - started
-    return summary
 
 
 def _encode(model: Encoder, pending: list[Prepared], writer: "_BatchWriter") -> None:

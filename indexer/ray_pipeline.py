@@ -8,7 +8,6 @@ storage). Reuse by content hash needs the workers to read the catalog; where the
 from __future__ import annotations
 
 import itertools
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
@@ -17,7 +16,7 @@ import numpy as np
 from indexer.catalog import Catalog
 from indexer.imaging import PreprocessConfig
 from indexer.catalog_moves import Claim
-from indexer.pipeline import Encoder, IndexOptions, IndexSummary, Reporter, _BatchWriter
+from indexer.pipeline import Encoder, IndexOptions, IndexSummary, Reporter, _BatchWriter, embedding_run
 from indexer.plan import Plan, Task
 from indexer.prepare import Prepared, Preparer
 from indexer.ray_session import RayCluster, ray_session
@@ -39,26 +38,17 @@ class _Setup:
 def run_ray_pipeline(catalog: Catalog, plan: Plan, encoder: Callable[[], Encoder], options: IndexOptions,
                      reporter: Reporter, after_commit: Callable[[], None], address: str) -> IndexSummary:
     """As pipeline.run_pipeline, with the work done on Ray (`address`: `auto` or a cluster address)."""
-    started = time.monotonic()
-    summary = IndexSummary(unchanged=plan.unchanged, failed=plan.known_failed + len(plan.new_failures),
-                           removed=plan.removed)
-    writer = _BatchWriter(catalog, summary, options.batch_size, after_commit)
-    writer.batch.failed.extend(plan.new_failures)
-    reporter.start(plan.todo_count)
-    if plan.todo_count:
-        meta = catalog.meta()
-        # The driver's model gives the preprocessing config (and a new library's text tower).
-        setup = _Setup(str(catalog.path), encoder().preprocess_cfg, int(meta["dim"]), meta["model"],
-                       meta["pretrained"], meta.get("image_precision", "fp32"))
-        with ray_session(address) as cluster:
-            for window in _windows(plan.tasks()):
-                for batch in _results(window, setup, cluster, options.batch_size):
-                    _commit(batch, writer, reporter)
-    writer.flush()
-    catalog.forget_vanished()
-    after_commit()
-    summary.embed_seconds = time.monotonic() - started
-    return summary
+    with embedding_run(catalog, plan, options, reporter, after_commit) as writer:
+        if plan.todo_count:
+            meta = catalog.meta()
+            # The driver's model gives the preprocessing config (and a new library's text tower).
+            setup = _Setup(str(catalog.path), encoder().preprocess_cfg, int(meta["dim"]), meta["model"],
+                           meta["pretrained"], meta.get("image_precision", "fp32"))
+            with ray_session(address) as cluster:
+                for window in _windows(plan.tasks()):
+                    for batch in _results(window, setup, cluster, options.batch_size):
+                        _commit(batch, writer, reporter)
+    return writer.summary
 
 
 def _windows(tasks: Iterable[Task]) -> Iterator[list[Task]]:
