@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Iterator, Sequence
 
 from indexer.catalog import Catalog
+from indexer.catalog_reads import rows_in
 
 CORE_COLUMNS = ("id", "path", "folder", "size", "mtime_ns", "content_hash", "embedding", "seq", "indexed_at")
 EXPORTED = ("path", "size", "mtime_ns", "content_hash", "embedding")
@@ -31,23 +32,11 @@ def image_rows(catalog: Catalog, columns: Sequence[str], chunk: int) -> Iterator
 
 def held_paths(catalog: Catalog, paths: Sequence[bytes]) -> set[bytes]:
     """Which of `paths` the catalog holds now."""
-    found: set[bytes] = set()
     with catalog.read() as conn:
-        for start in range(0, len(paths), 500):
-            part = list(paths[start:start + 500])
-            marks = ",".join("?" * len(part))
-            found.update(r[0] for r in conn.exec_driver_sql(f"SELECT path FROM images WHERE path IN ({marks})",
-                                                            tuple(part)))
-    return found
+        return {r[0] for r in rows_in(conn, "path", "path", list(paths))}
 
 
 def imported_without_file(catalog: Catalog, ids: Sequence[int]) -> set[int]:
     """Which of `ids` were imported without a file on this machine (recorded with size 0 and mtime 0)."""
-    found: set[int] = set()
     with catalog.read() as conn:
-        for start in range(0, len(ids), 500):
-            part = list(ids[start:start + 500])
-            marks = ",".join("?" * len(part))
-            found.update(r[0] for r in conn.exec_driver_sql(
-                f"SELECT id FROM images WHERE id IN ({marks}) AND size=0 AND mtime_ns=0", tuple(part)))
-    return found
+        return {r[0] for r in rows_in(conn, "id", "id", list(ids), " AND size=0 AND mtime_ns=0")}

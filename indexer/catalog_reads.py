@@ -4,7 +4,7 @@ Mixed into `Catalog`, which provides `read()` (one snapshot per call).
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -15,12 +15,18 @@ from indexer.catalog_records import Changes, FailedFile, KnownFile
 IDS_PER_QUERY = 900
 
 
-def _rows_for_ids(conn: Any, columns: str, ids: list[int]) -> Iterator[tuple]:
-    """`columns` of the images with these ids, a chunk of ids per statement (any number of ids)."""
-    for start in range(0, len(ids), IDS_PER_QUERY):
-        chunk = tuple(ids[start:start + IDS_PER_QUERY])
+def rows_in(conn: Any, columns: str, key: str, values: Sequence[Any], also: str = "") -> Iterator[tuple]:
+    """`columns` of the images whose `key` is one of `values` (and `also`, an extra SQL condition), a chunk of
+    values per statement, so any number of values fits under SQLite's parameter cap."""
+    for start in range(0, len(values), IDS_PER_QUERY):
+        chunk = tuple(values[start:start + IDS_PER_QUERY])
         marks = ",".join("?" * len(chunk))
-        yield from conn.exec_driver_sql(f"SELECT {columns} FROM images WHERE id IN ({marks})", chunk)
+        yield from conn.exec_driver_sql(f"SELECT {columns} FROM images WHERE {key} IN ({marks}){also}", chunk)
+
+
+def _rows_for_ids(conn: Any, columns: str, ids: list[int]) -> Iterator[tuple]:
+    """`columns` of the images with these ids (any number of ids)."""
+    return rows_in(conn, columns, "id", ids)
 
 
 class CatalogReads:
