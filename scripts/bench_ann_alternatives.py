@@ -35,7 +35,7 @@ def _bytes_per_vector(index, n: int) -> float:
 
 def product_ivf(vectors: np.ndarray, queries: np.ndarray) -> dict:
     """The product's VectorIndex (IVF-SQ8, nprobe by its policy), re-ranked exactly from the float32 vectors."""
-    from indexer.vector_index import IVF_SQ8, VectorIndex
+    from indexer.vectors.index import IVF_SQ8, VectorIndex
 
     started = time.perf_counter()
     index = VectorIndex.build(vectors.shape[1], np.arange(len(vectors)), vectors, kind=IVF_SQ8)
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--vectors", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=500)
     args = parser.parse_args(argv)
-    from indexer.vector_index import VectorIndex
+    from indexer.vectors.index import VectorIndex
 
     vectors, queries = synthetic(args.vectors, args.queries)
     _, exact = VectorIndex.build(vectors.shape[1], np.arange(len(vectors)), vectors, kind="flat").search(queries, K)

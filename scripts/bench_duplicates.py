@@ -61,7 +61,7 @@ def planted(n: int, copies: int, identical: int, seed: int) -> tuple[np.ndarray,
 
 
 def write_library(folder: Path, vectors: np.ndarray, origin: np.ndarray) -> None:
-    from indexer.catalog import BatchWrite, Catalog, StoredImage
+    from indexer.catalog.store import BatchWrite, Catalog, StoredImage
 
     catalog = Catalog.create(folder / "catalog.sqlite", {"model": "synthetic", "pretrained": "none",
                                                          "dim": str(vectors.shape[1])})
@@ -76,7 +76,7 @@ def write_library(folder: Path, vectors: np.ndarray, origin: np.ndarray) -> None
 
 
 def build_index(folder: Path) -> tuple[str, float]:
-    from searchengine.library import Library
+    from searchengine.library.api import Library
 
     library = Library.open(folder, notice=lambda message: None)
     summary = library.repair()  # built from the catalog and saved, as `index` leaves it

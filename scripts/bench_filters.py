@@ -29,10 +29,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from bench_search import synthetic  # noqa: E402
-from indexer.catalog import Catalog  # noqa: E402
-from indexer.metadata import METADATA_VERSION  # noqa: E402
-from searchengine.filters import SearchFilters  # noqa: E402
-from searchengine.library import Library  # noqa: E402
+from indexer.catalog.store import Catalog  # noqa: E402
+from indexer.images.metadata import METADATA_VERSION  # noqa: E402
+from searchengine.query.filters import SearchFilters  # noqa: E402
+from searchengine.library.api import Library  # noqa: E402
 
 DIM = 512
 LIMIT = 20

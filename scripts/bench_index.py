@@ -42,7 +42,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from indexer.cpu import usable_cores  # noqa: E402
-from indexer.imaging import PreprocessConfig, decode_and_preprocess, load_rgb, preprocess  # noqa: E402
+from indexer.images.decode import PreprocessConfig, decode_and_preprocess, load_rgb, preprocess  # noqa: E402
 
 PHOTO_SIZE = (4000, 3000)
 ORIENTATION_BY_INDEX_MOD_5 = {1: 6, 2: 8, 3: 3}  # the rest are upright with no tag
@@ -148,7 +148,7 @@ def load_model(folder: Path) -> Model:
 
     import open_clip
 
-    from indexer.model import _preprocess_config  # the product's reading of open_clip's eval settings
+    from indexer.model.clip import _preprocess_config  # the product's reading of open_clip's eval settings
 
     logging.getLogger().setLevel(logging.ERROR)  # open_clip warns that the (random) weights are not pretrained
     net, _, reference = open_clip.create_model_and_transforms(f"local-dir:{folder}")
@@ -396,16 +396,16 @@ def index_steady_ips(photos: list[Path], n: int, model_dir: Path, work: Path,
 # ---------------------------------------------------------------- --explore: figures for the pipeline's design
 
 def _plain_worker(catalog_path: str, cfg: PreprocessConfig) -> None:
-    """The product's worker (indexer.prepare) without its idle priority, to measure what that priority gives."""
-    from indexer import prepare
+    """The product's worker (indexer.pipeline.prepare) without its idle priority, to measure what that priority gives."""
+    from indexer.pipeline import prepare
 
     prepare._worker = prepare.Preparer(catalog_path, cfg)
 
 
 def _prepare(path: Path) -> np.ndarray:
     """What a pipeline worker does per file: the product's read, hash, reuse lookup, decode and preprocess."""
-    from indexer.plan import Task
-    from indexer.prepare import prepare_in_worker
+    from indexer.pipeline.plan import Task
+    from indexer.pipeline.prepare import prepare_in_worker
 
     prepared = prepare_in_worker(Task(os.fsencode(path), None))
     assert prepared.pixels is not None, prepared.error
@@ -414,7 +414,7 @@ def _prepare(path: Path) -> np.ndarray:
 
 def scratch_catalog(folder: Path) -> str:
     """An empty catalog for the workers' reuse lookups (nothing found: every file is decoded)."""
-    from indexer.catalog import Catalog
+    from indexer.catalog.store import Catalog
 
     path = folder / "explore-catalog.sqlite"
     if not path.exists():
@@ -428,7 +428,7 @@ def overlap_ips(paths: list[Path], model: Model, threads: int, workers: int, kin
 
     kind: "process" (worker processes), "idle" (worker processes at idle priority) or "thread" (threads here).
     """
-    from indexer.prepare import init_worker
+    from indexer.pipeline.prepare import init_worker
 
     set_threads(threads)
     catalog = scratch_catalog(ROOT / ".bench" / "work")
@@ -470,10 +470,10 @@ def overlap_configs(threads_options: list[int]) -> list[tuple[int, int, str]]:
 
 
 def int8_model(net: Any) -> Any:
-    """The model with the product's `--int8` image tower (indexer.model.int8_tower returns a quantised copy)."""
+    """The model with the product's `--int8` image tower (indexer.model.clip.int8_tower returns a quantised copy)."""
     import copy
 
-    from indexer.model import int8_tower
+    from indexer.model.clip import int8_tower
 
     quantised = copy.copy(net)
     quantised._modules = dict(net._modules)  # a shallow copy would share the module table with `net`
@@ -563,8 +563,8 @@ def device_forward(model_dir: Path, device: str, pixels: np.ndarray, batch: int,
                    min_seconds: float = 4.0) -> tuple[float, str, str, np.ndarray]:
     """The product's encoder on `device`: forward-only images/s (host-device copies included, no decode),
     its label, the precision it settled on after its check, and its embeddings of `pixels`."""
-    from indexer.device import device_label
-    from indexer.model import ModelSpec, load_model
+    from indexer.model.device import device_label
+    from indexer.model.clip import ModelSpec, load_model
 
     clip = load_model(ModelSpec.resolve(f"local-dir:{model_dir}", None), device=device,
                       notice=lambda m: print(f"device: {m}", file=sys.stderr))
@@ -581,7 +581,7 @@ def device_forward(model_dir: Path, device: str, pixels: np.ndarray, batch: int,
 
 def device_figures(args: argparse.Namespace, model_dir: Path, pixels: np.ndarray, fp32: np.ndarray,
                    rounds: list[Round]) -> dict:
-    from indexer.precision_check import judge
+    from indexer.model.precision import judge
 
     forward, label, precision, embeddings = device_forward(model_dir, args.device, pixels, args.batch)
     decode_limit = CORES / statistics.median(r.decode_s for r in rounds)

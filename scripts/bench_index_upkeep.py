@@ -35,10 +35,10 @@ import json, sys, time
 started = time.perf_counter()
 from pathlib import Path
 import numpy as np
-from indexer.catalog import Catalog
-from indexer.index_store import IndexStore
-from indexer.vector_index import VectorIndex
-from searchengine.ranking import rank
+from indexer.catalog.store import Catalog
+from indexer.vectors.store import IndexStore
+from indexer.vectors.index import VectorIndex
+from searchengine.query.ranking import rank
 folder, mode = Path(sys.argv[1]), sys.argv[2]
 catalog = Catalog.open(folder / "catalog.sqlite", writable=False)
 query = np.load(folder / "query.npy")
@@ -62,7 +62,7 @@ print(json.dumps({"imports_s": imported - started, "load_s": load, "index_ready_
 
 def build_catalog(folder: Path, vectors: np.ndarray) -> None:
     """Insert the vectors through Catalog.apply (the product's write path), CHUNK rows per transaction."""
-    from indexer.catalog import BatchWrite, Catalog, StoredImage
+    from indexer.catalog.store import BatchWrite, Catalog, StoredImage
 
     catalog = Catalog.create(folder / "catalog.sqlite", {"model": "synthetic", "pretrained": "", "dim": str(DIM)})
     try:
@@ -75,7 +75,7 @@ def build_catalog(folder: Path, vectors: np.ndarray) -> None:
 
 
 def writer_build(folder: Path) -> float:
-    from searchengine.library import Library
+    from searchengine.library.api import Library
 
     started = time.perf_counter()
     Library.open(folder, notice=lambda _: None).repair()
@@ -102,7 +102,7 @@ def main() -> None:
     insert_s = time.perf_counter() - started
     build_s = writer_build(work)
     loaded = probe(work, "load")  # the saved file, up to date
-    from indexer.catalog import BatchWrite, Catalog, StoredImage
+    from indexer.catalog.store import BatchWrite, Catalog, StoredImage
 
     catalog = Catalog.open(work / "catalog.sqlite", writable=True)
     catalog.apply(BatchWrite(stored=[StoredImage(f"/synthetic/new/{n}.jpg".encode(), 1, 1, b"new" + n.to_bytes(8, "little"),

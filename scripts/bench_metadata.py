@@ -31,10 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 from bench_index import make_photo  # noqa: E402
-from indexer import catalog as catalog_module  # noqa: E402
-from indexer.catalog import BatchWrite, Catalog, StoredImage  # noqa: E402
-from indexer.imaging import PreprocessConfig, decode_for_index  # noqa: E402
-from indexer.metadata import header_metadata, read_metadata  # noqa: E402
+from indexer.catalog import store as catalog_module  # noqa: E402
+from indexer.catalog.store import BatchWrite, Catalog, StoredImage  # noqa: E402
+from indexer.images.decode import PreprocessConfig, decode_for_index  # noqa: E402
+from indexer.images.metadata import header_metadata, read_metadata  # noqa: E402
 
 CFG = PreprocessConfig(224, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 INDEX_IMAGES_PER_S = 17.9  # README, bench_index steady state on the reference machine

@@ -1,4 +1,4 @@
-"""Benchmark the on-disk IVF-SQ8 index (indexer/ondisk_index.py) at millions of synthetic vectors, within RAM.
+"""Benchmark the on-disk IVF-SQ8 index (indexer/vectors/ondisk_ivf.py) at millions of synthetic vectors, within RAM.
 
 Run through `scripts/bench_search.py --ondisk --vectors N` (or directly). Never holds the N x 512 float32
 matrix in memory: vectors are generated a chunk at a time into a memory-mapped file under --work, exact top-10
@@ -114,7 +114,7 @@ def memory_mb() -> dict:
 
 def query_process(work: Path, nprobes: list[int]) -> dict:
     """In a fresh process: open the mapped index, answer each query alone, re-rank exactly, report."""
-    from indexer.ondisk_index import open_ondisk
+    from indexer.vectors.ondisk_ivf import open_ondisk
 
     start = time.perf_counter()
     index = open_ondisk(work / "index.faiss")
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from indexer.ondisk_index import build_ondisk, lists_path
+    from indexer.vectors.ondisk_ivf import build_ondisk, lists_path
 
     log = lambda message: print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)  # noqa: E731
     t = time.perf_counter()

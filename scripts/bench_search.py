@@ -187,7 +187,7 @@ def make_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
 
 def measure_ann(vectors: np.ndarray, queries: np.ndarray) -> tuple[dict, np.ndarray]:
     """Build, search (batch and one by one), save and reload the index the library would choose."""
-    from indexer.vector_index import VectorIndex
+    from indexer.vectors.index import VectorIndex
     from page_cache import evict, resident
 
     rss_before = rss_mb()
@@ -220,7 +220,7 @@ def measure_ann(vectors: np.ndarray, queries: np.ndarray) -> tuple[dict, np.ndar
 
 def load_seconds(path: Path, query: np.ndarray, rerank) -> tuple[float, float]:
     """Seconds to load a saved index file, and then to answer a first query (the file is mapped: reads are lazy)."""
-    from indexer.vector_index import VectorIndex
+    from indexer.vectors.index import VectorIndex
 
     start = time.perf_counter()
     index = VectorIndex.load(path)
@@ -231,7 +231,7 @@ def load_seconds(path: Path, query: np.ndarray, rerank) -> tuple[float, float]:
 
 def measure_flat(vectors: np.ndarray, queries: np.ndarray) -> tuple[dict, np.ndarray]:
     """Exact search with the library's flat index over the same vectors, queries and threads."""
-    from indexer.vector_index import FLAT, VectorIndex
+    from indexer.vectors.index import FLAT, VectorIndex
 
     index = VectorIndex.build(vectors.shape[1], np.arange(len(vectors)), vectors, kind=FLAT)
     search = lambda q: index.search(q, K)  # noqa: E731
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     flat, exact = measure_flat(vectors, queries)
     if args.ids_out:
         np.save(args.ids_out, found.astype(np.int64))
-    from indexer.vector_index import THREADS
+    from indexer.vectors.index import THREADS
 
     extra = dict(recall=recall_at_k(found, exact), threads=THREADS, import_faiss_s=import_faiss_s,
                  sqlite_ms=sqlite_rerank_ms(vectors, ann["fetch"]))

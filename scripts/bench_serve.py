@@ -82,7 +82,7 @@ def percentiles(times: list[float]) -> dict:
 
 def latencies(server: Server, queries: int) -> dict:
     """HTTP and in-process text queries interleaved (same texts, same moment), then similar and thumbnails."""
-    from searchengine.library import Library
+    from searchengine.library.api import Library
 
     conn = server.connection()
     first = json.loads(get(conn, "/api/search?q=warm-up&limit=50")[1])["results"]

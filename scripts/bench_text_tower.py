@@ -25,9 +25,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--queries", type=int, default=222)
     parser.add_argument("--work", type=Path, default=ROOT / ".bench")
     args = parser.parse_args(argv)
-    from indexer.model import ModelSpec, load_model
+    from indexer.model.clip import ModelSpec, load_model
     from query_latency import make_library, query_texts
-    from searchengine.library import Library
+    from searchengine.library.api import Library
 
     library_dir, _ = make_library(args.work, args.images)
     library = Library.open(library_dir)

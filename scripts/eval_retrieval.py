@@ -110,8 +110,8 @@ def scratch_folder(images: list[Path], folder: Path) -> list[Path]:
 def evaluate(data: Dataset, library_dir: Path, model: str | None, pretrained: str | None,
              batch_size: int = 32) -> dict:
     """Index, search every caption, rank captions for every image; the figures as a dict."""
-    from indexer.pipeline import IndexOptions
-    from searchengine.library import Library
+    from indexer.pipeline.local import IndexOptions
+    from searchengine.library.api import Library
 
     links = scratch_folder(data.images, library_dir / "images")
     library = Library.open(library_dir / "library")

@@ -57,7 +57,7 @@ def synthetic_library(work: Path, count: int) -> Path:
     files are gone, so the rows must point at something."""
     import numpy as np
 
-    from indexer.catalog import BatchWrite, Catalog, StoredImage
+    from indexer.catalog.store import BatchWrite, Catalog, StoredImage
     from random_model import build_random_model
 
     library, photos = work / f"serve-synthetic-library-{count}", work / f"serve-synthetic-photos-{count}"

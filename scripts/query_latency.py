@@ -64,7 +64,7 @@ def make_library(work: Path, images: int) -> tuple[Path, Path]:
 def _add_synthetic_rows(library: Path, count: int, stubs: Path, chunk: int = 5000) -> None:
     """Rows with synthetic embeddings whose paths are empty stub files: a search leaves out hits whose files
     are gone, so the files must exist for the figures to be a real library's."""
-    from indexer.catalog import BatchWrite, Catalog, StoredImage
+    from indexer.catalog.store import BatchWrite, Catalog, StoredImage
 
     catalog = Catalog.open(library / "catalog.sqlite", writable=True)
     dim = int(catalog.meta()["dim"])
@@ -110,7 +110,7 @@ def searchengine(*args: str) -> float:
 
 PROBE = """
 import json, sys
-from searchengine.cli import main
+from searchengine.cli.main import main
 try:
     main(sys.argv[1:], standalone_mode=False)
 except SystemExit:
@@ -209,7 +209,7 @@ def _evicted_bytes(files: dict[str, list[Path]]) -> dict[str, int]:
 
 def warm_latencies(library: Path, texts: list[str]) -> dict:
     """In-process text queries through the Library API, after one warm-up query."""
-    from searchengine.library import Library
+    from searchengine.library.api import Library
 
     lib = Library.open(library)
     lib.search(text="warm-up query", limit=20)

@@ -1,3 +1,3 @@
-from searchengine.cli import main
+from searchengine.cli.main import main
 
 main()

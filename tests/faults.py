@@ -118,7 +118,7 @@ class Kill:
 
 def integrity_ok(library: Path) -> None:
     """The catalog passes SQLite's own check, and a vector index file, when present, is whole."""
-    from indexer.vector_index import VectorIndex
+    from indexer.vectors.index import VectorIndex
 
     path = library / "catalog.sqlite"
     if path.exists():
@@ -133,7 +133,7 @@ def integrity_ok(library: Path) -> None:
 
 def saved_states(library: Path) -> str:
     """Which catalog state the index file reflects, against the catalog's: where in a run a kill landed."""
-    from indexer.vector_index import VectorIndex
+    from indexer.vectors.index import VectorIndex
 
     path = library / "catalog.sqlite"
     if not path.exists():
@@ -151,7 +151,7 @@ def saved_states(library: Path) -> str:
 
 
 def status_images(library: Path) -> int:
-    from searchengine.library import Library
+    from searchengine.library.api import Library
 
     lib = Library.open(library, notice=lambda _: None)
     try:
@@ -162,7 +162,7 @@ def status_images(library: Path) -> int:
 
 def check_complete(library: Path, files: list[Path], failed: int) -> None:
     """Every readable file exactly once: counts, listings and image-to-itself search."""
-    from searchengine.library import Library
+    from searchengine.library.api import Library
 
     notices: list[str] = []
     lib = Library.open(library, notice=notices.append)
@@ -191,7 +191,7 @@ def run(*args: object, ok: bool = True):
     """The CLI in this process (click's runner): never a traceback; exit 0 unless `ok` is False."""
     from click.testing import CliRunner
 
-    from searchengine.cli import main
+    from searchengine.cli.main import main
 
     result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
     assert "Traceback" not in result.stderr

@@ -17,7 +17,7 @@ URL_LINE = re.compile(r"(http://\S+)")
 
 def build_library(base: Path, model_name: str) -> tuple[Path, Path]:
     """(photos folder, library folder): every test format, bad files, a non-UTF-8 name, 12 extra photos."""
-    from searchengine.library import Library
+    from searchengine.library.api import Library
 
     photos = base / "photos"
     make_library_folder(photos)
@@ -33,7 +33,7 @@ def client(library: Path, **config):
     """A TestClient on the app, addressed as http://localhost like a browser on this machine."""
     from starlette.testclient import TestClient
 
-    from searchengine.library import Library
+    from searchengine.library.api import Library
     from searchengine.server.app import ServerConfig, create_app
 
     return TestClient(create_app(Library.open(library), ServerConfig(**config)), base_url="http://localhost")

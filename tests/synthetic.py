@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.catalog import BatchWrite, Catalog, StoredImage
+from indexer.catalog.store import BatchWrite, Catalog, StoredImage
 
 
 def unit(rows: np.ndarray) -> np.ndarray:

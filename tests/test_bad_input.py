@@ -17,7 +17,7 @@ from PIL import Image
 
 from faults import assert_clear_winner
 from images import bomb_png, photo, write_good, write_non_utf8
-from searchengine.cli import main
+from searchengine.cli.main import main
 
 
 def _permissions_bind_us() -> bool:
@@ -234,9 +234,9 @@ def test_file_names_that_are_not_utf8(folder, tiny_model_name):
 @pytest.fixture
 def before_read(monkeypatch):
     """Run `action(path)` once, just before the next read of a file named `name` (read in-process)."""
-    import indexer.prepare
+    import indexer.pipeline.prepare
 
-    real = indexer.prepare.read_file
+    real = indexer.pipeline.prepare.read_file
 
     def install(name: str, action):
         pending = [action]
@@ -246,7 +246,7 @@ def before_read(monkeypatch):
                 pending.pop()(Path(os.fsdecode(path)))
             return real(path)
 
-        monkeypatch.setattr(indexer.prepare, "read_file", read_file)
+        monkeypatch.setattr(indexer.pipeline.prepare, "read_file", read_file)
     return install
 
 
@@ -322,7 +322,7 @@ def test_unreadable_folder_keeps_its_indexed_files(folder, index):
 
 def test_unlistable_folder_keeps_its_indexed_files(folder, index, monkeypatch):
     """The same as above, as root: listing the folder fails as it would without permission."""
-    import indexer.scan
+    import indexer.pipeline.scan
 
     sub = folder / "private"
     (sub / "deeper").mkdir(parents=True)
@@ -336,7 +336,7 @@ def test_unlistable_folder_keeps_its_indexed_files(folder, index, monkeypatch):
             raise PermissionError(13, "Permission denied", path)
         return real(path)
 
-    monkeypatch.setattr(indexer.scan.os, "scandir", scandir)
+    monkeypatch.setattr(indexer.pipeline.scan.os, "scandir", scandir)
     summary, stderr = index()
     assert skipped(stderr, os.fsencode(sub), "Permission denied")
     assert summary["removed"] == 0 and status()["images"] == 3

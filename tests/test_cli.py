@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from faults import assert_clear_winner
 from images import BAD, GOOD, make_library_folder, photo, write_non_utf8
-from searchengine.cli import main
+from searchengine.cli.main import main
 
 
 def run(*args: str, ok: bool = True):

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from searchengine.cutoff import GAP, background, keep_count
-from searchengine.expression import ID, Term
-from searchengine.library import Library
+from searchengine.query.cutoff import GAP, background, keep_count
+from searchengine.query.expression import ID, Term
+from searchengine.library.api import Library
 from synthetic import planted_library, unit
 
 DIM = 256

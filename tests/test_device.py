@@ -12,11 +12,11 @@ import torch
 from click.testing import CliRunner
 
 from faults import make_photos
-from indexer.device import check_device, parse_device, resolve_device
+from indexer.model.device import check_device, parse_device, resolve_device
 from indexer.errors import DeviceError
-from indexer.image_encoder import ImageEncoder
-from indexer.precision_check import judge
-from searchengine.cli import main
+from indexer.model.image_encoder import ImageEncoder
+from indexer.model.precision import judge
+from searchengine.cli.main import main
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device; torch sees none on this machine")
@@ -239,7 +239,7 @@ def test_cuda_index_matches_the_cpu_within_the_bound(isolated, tiny_model_name):
 @pytest.mark.gpu
 @needs_cuda
 def test_cuda_encoder_pins_and_copies(tiny_model_name):
-    from indexer.model import ModelSpec, load_model
+    from indexer.model.clip import ModelSpec, load_model
 
     model = load_model(ModelSpec.resolve(tiny_model_name, None), device="cuda", reduced=None)
     pixels = np.random.default_rng(0).normal(size=(6, 3, 224, 224)).astype(np.float32)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer.catalog import Catalog
-from indexer.vector_index import FLAT, IVF_SQ8, VectorIndex
-from searchengine.duplicates import find_duplicates
-from searchengine.expression import IMAGE, Term
-from searchengine.library import Library
+from indexer.catalog.store import Catalog
+from indexer.vectors.index import FLAT, IVF_SQ8, VectorIndex
+from searchengine.query.duplicates import find_duplicates
+from searchengine.query.expression import IMAGE, Term
+from searchengine.library.api import Library
 from synthetic import planted_library, unit
 from test_cli import run
 

@@ -67,7 +67,7 @@ def _coco(path: Path, names: list[str]) -> None:
 
 def _expected(names: list[str], folder: Path, model: str) -> dict:
     """The figures computed here independently: the model's embeddings, ranked by plain numpy."""
-    from searchengine.library import Library
+    from searchengine.library.api import Library
 
     texts = [c for caps in CAPTIONS for c in caps]
     owner = [i for i, caps in enumerate(CAPTIONS) for _ in caps]

@@ -14,9 +14,9 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from faults import cli, make_photos, summary_of  # noqa: E402
 from indexer.errors import ModelMismatchError, SearchEngineError  # noqa: E402
-from indexer.export import export_parquet  # noqa: E402
-from indexer.pipeline import IndexOptions  # noqa: E402
-from searchengine.library import Library  # noqa: E402
+from indexer.exchange.export import export_parquet  # noqa: E402
+from indexer.pipeline.local import IndexOptions  # noqa: E402
+from searchengine.library.api import Library  # noqa: E402
 
 
 def _rows(library: Path) -> dict[bytes, tuple]:
@@ -69,7 +69,7 @@ def test_export_round_trips_through_import(indexed, isolated):
 
 
 def test_export_writes_row_groups(indexed, isolated):
-    from indexer.catalog import Catalog
+    from indexer.catalog.store import Catalog
 
     catalog = Catalog.open(indexed[0] / "catalog.sqlite", writable=False)
     try:

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from indexer.errors import SearchEngineError
-from searchengine.export import export
+from searchengine.cli.copy_out import export
 from test_cli import index_json, indexed, photos, run  # noqa: F401  (fixtures)
 
 

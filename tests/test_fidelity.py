@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image, ImageOps
 
 from images import GOOD, make_library_folder, photo
-from searchengine.cli import main
+from searchengine.cli.main import main
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +82,8 @@ def test_image_embeddings_match_open_clip_for_every_format(isolated, tiny_model_
 
 
 def test_large_rotated_jpegs_take_the_reduced_decode_and_match_open_clip(isolated, tiny_model_name, reference):
-    from indexer.imaging import draft_scale
-    from indexer.model import ModelSpec, load_model
+    from indexer.images.decode import draft_scale
+    from indexer.model.clip import ModelSpec, load_model
 
     folder = isolated / "large"
     folder.mkdir()

@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import indexer.vector_index as vector_index
-import searchengine.filtered as filtered
-import searchengine.filters as filters_module
-from indexer.catalog import BatchWrite, Catalog, StoredImage
-from indexer.catalog_metadata import distance_km
-from indexer.metadata import ImageMetadata
-from searchengine.cli import main
-from searchengine.filters import FilterError, Near, SearchFilters
-from searchengine.library import Library
+import indexer.vectors.index as vector_index
+import searchengine.query.filtered as filtered
+import searchengine.query.filters as filters_module
+from indexer.catalog.store import BatchWrite, Catalog, StoredImage
+from indexer.catalog.matching import distance_km
+from indexer.images.metadata import ImageMetadata
+from searchengine.cli.main import main
+from searchengine.query.filters import FilterError, Near, SearchFilters
+from searchengine.library.api import Library
 
 DIM = 32
 N = 3000

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from images import photo
-from indexer.imaging import load_rgb
-from indexer.scan import is_image_name
+from indexer.images.decode import load_rgb
+from indexer.pipeline.scan import is_image_name
 from test_cli import run
 
 pillow_heif = pytest.importorskip("pillow_heif")

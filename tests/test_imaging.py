@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageOps
 
-from indexer.imaging import (
+from indexer.images.decode import (
     ImageDecodeError,
     PreprocessConfig,
     decode_and_preprocess,
@@ -295,6 +295,6 @@ def test_bomb_is_named_as_such() -> None:
 
 def test_imaging_does_not_import_torch() -> None:
     """Decode workers import only this module; torch would cost seconds and memory per worker."""
-    code = "import sys, indexer.imaging; sys.exit(1 if 'torch' in sys.modules else 0)"
+    code = "import sys, indexer.images.decode; sys.exit(1 if 'torch' in sys.modules else 0)"
     root = Path(__file__).resolve().parents[1]
     assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0

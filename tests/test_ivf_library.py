@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import indexer.vector_index as vector_index
+import indexer.vectors.index as vector_index
 from faults import copy_tree, make_photos, run
-from indexer.vector_index import IVF_SQ8, VectorIndex
-from searchengine.library import Library
+from indexer.vectors.index import IVF_SQ8, VectorIndex
+from searchengine.library.api import Library
 
 PHOTOS = 240
 TRAIN = vector_index._trained_ivf_sq8

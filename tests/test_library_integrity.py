@@ -64,7 +64,7 @@ def test_overlapping_roots_still_remove_what_is_gone(photos, isolated):
 
 # --- 2. removals are committed before anything is encoded; a rename is never listed twice -----------------------
 def test_removals_commit_before_encoding_and_renames_are_never_listed_twice(photos, isolated, monkeypatch):
-    from indexer.catalog import Catalog
+    from indexer.catalog.store import Catalog
 
     library = isolated / "library"
     old_id = rows(library)[str(photos / "p002.png")]
@@ -95,7 +95,7 @@ def test_removals_commit_before_encoding_and_renames_are_never_listed_twice(phot
 
 def test_a_run_killed_after_removals_still_reuses_the_renamed_embedding(photos, isolated, monkeypatch):
     """The removal is committed first; if the run dies then, the next run still claims the old entry."""
-    import indexer.pipeline
+    import indexer.pipeline.local
 
     library = isolated / "library"
     old_id = rows(library)[str(photos / "p003.png")]
@@ -105,7 +105,7 @@ def test_a_run_killed_after_removals_still_reuses_the_renamed_embedding(photos, 
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(indexer.pipeline, "run_pipeline", die)
+        patch.setattr(indexer.pipeline.local, "run_pipeline", die)
         assert run("index", photos, "--workers", "0", ok=False).exit_code == 130
     assert str(photos / "p003.png") not in rows(library)
     summary = index(photos)
@@ -159,15 +159,15 @@ def test_search_skips_files_gone_since_indexing_and_still_fills_the_limit(photos
 
 # --- 8. small truths: wall time, odd names in plain output ----------------------------------------------------
 def test_index_seconds_is_the_run_wall_time(photos, monkeypatch):
-    import indexer.plan
+    import indexer.pipeline.plan
 
-    plan = indexer.plan.make_plan
+    plan = indexer.pipeline.plan.make_plan
 
     def slow_plan(*args, **kwargs):
         time.sleep(0.4)
         return plan(*args, **kwargs)
 
-    monkeypatch.setattr(indexer.plan, "make_plan", slow_plan)
+    monkeypatch.setattr(indexer.pipeline.plan, "make_plan", slow_plan)
     started = time.monotonic()
     summary = index(photos)
     assert summary["unchanged"] == 10
@@ -194,7 +194,7 @@ def test_plain_output_escapes_tabs_and_newlines_and_null_output_is_exact(photos,
 def test_catalog_reads_take_more_ids_than_sqlite_parameters(photos, isolated):
     import numpy as np
 
-    from indexer.catalog import Catalog
+    from indexer.catalog.store import Catalog
 
     catalog = Catalog.open(isolated / "library" / "catalog.sqlite", writable=False)
     try:

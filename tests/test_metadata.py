@@ -16,18 +16,18 @@ from click.testing import CliRunner
 from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
-import indexer.catalog as catalog_module
-import indexer.catalog_writes as catalog_writes
-import indexer.metadata_fill as metadata_fill
+import indexer.catalog.store as catalog_module
+import indexer.catalog.writes as catalog_writes
+import indexer.pipeline.metadata_fill as metadata_fill
 from images import photo
-from indexer.catalog_metadata import METADATA_COLUMNS
-from indexer.imaging import PreprocessConfig, decode_and_preprocess, decode_for_index
-from indexer.metadata import ImageMetadata, header_metadata
-from indexer.migrations import MIGRATIONS
-from indexer.pipeline import IndexOptions
-from searchengine.cli import main
-from searchengine.filters import SearchFilters
-from searchengine.library import Library
+from indexer.catalog.metadata import METADATA_COLUMNS
+from indexer.images.decode import PreprocessConfig, decode_and_preprocess, decode_for_index
+from indexer.images.metadata import ImageMetadata, header_metadata
+from indexer.catalog.migrations import MIGRATIONS
+from indexer.pipeline.local import IndexOptions
+from searchengine.cli.main import main
+from searchengine.query.filters import SearchFilters
+from searchengine.library.api import Library
 
 CFG = PreprocessConfig(32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 PARIS_DMS = ((48, 1), (51, 1), (2364, 100))  # 48°51'23.64" N
@@ -297,7 +297,7 @@ def test_heic_and_avif_metadata_as_displayed():
     pytest.importorskip("pillow_heif")
     from test_heic_avif import avif, heic, rotated_exif
 
-    from indexer.imaging import load_rgb
+    from indexer.images.decode import load_rgb
 
     for kind, make in (("avif", avif), ("heic", heic)):
         data = make(photo(1), exif=rotated_exif())

@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from faults import make_photos
-from indexer.model import ModelSpec
-from indexer.model_identity import FINGERPRINT_KEY, PREPROCESS_KEY, weight_files, weights_fingerprint
-from searchengine.cli import main
+from indexer.model.clip import ModelSpec
+from indexer.model.identity import FINGERPRINT_KEY, PREPROCESS_KEY, weight_files, weights_fingerprint
+from searchengine.cli.main import main
 from tiny_model import build_tiny_model
 
 
@@ -149,7 +149,7 @@ def test_fingerprinted_files(tmp_path):
 
 
 def test_unchanged_files_are_not_hashed_again_and_touched_ones_are(indexed, isolated, own_model, monkeypatch):
-    import indexer.model_identity as identity
+    import indexer.model.identity as identity
 
     outside = make_photos(isolated / "outside", 1, first_seed=3000)[0]
     hashed: list[str] = []

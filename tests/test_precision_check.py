@@ -1,4 +1,4 @@
-"""The reduced-precision rule (indexer/precision_check.py), shared by the GPU's fp16 autocast and --int8.
+"""The reduced-precision rule (indexer/model/precision.py), shared by the GPU's fp16 autocast and --int8.
 
 No GPU here: the same gate and comparison are exercised on the CPU with bfloat16 autocast, which the
 image encoder takes as a parameter; failures are forced with a tighter bound or a perturbed encoder.
@@ -18,13 +18,13 @@ import pytest
 from click.testing import CliRunner
 
 from faults import make_photos
-from indexer import device as device_module
-from indexer import image_encoder
-from indexer.image_encoder import ImageEncoder
-from indexer.imaging import decode_and_preprocess
-from indexer.model import ModelSpec, load_model
-from indexer.precision_check import BOUND, MIN_PHOTOS, PrecisionGate, Verdict, judge
-from searchengine.cli import main
+from indexer.model import device as device_module
+from indexer.model import image_encoder
+from indexer.model.image_encoder import ImageEncoder
+from indexer.images.decode import decode_and_preprocess
+from indexer.model.clip import ModelSpec, load_model
+from indexer.model.precision import BOUND, MIN_PHOTOS, PrecisionGate, Verdict, judge
+from searchengine.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -201,7 +201,7 @@ def _stored(library: Path) -> dict[bytes, bytes]:
 # ---------------------------------------------------------------- --int8: checked before the library exists
 
 def test_int8_refused_on_the_first_photos_leaves_no_library(monkeypatch, isolated, tiny_model_name):
-    import indexer.int8_check as int8_check
+    import indexer.pipeline.int8_check as int8_check
 
     monkeypatch.setattr(int8_check, "judge", functools.partial(judge, bound=1e-9))
     make_photos(isolated / "photos", 8)
@@ -236,9 +236,9 @@ def test_a_kill_during_the_int8_check_leaves_no_library(isolated, tiny_model_nam
     """SIGKILL at the moment of the comparison: nothing may exist afterwards, and a re-run creates it whole."""
     make_photos(isolated / "photos", 8)
     library = isolated / "library"
-    script = ("import os, signal, indexer.int8_check as c\n"
+    script = ("import os, signal, indexer.pipeline.int8_check as c\n"
               "c.judge = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
-              "from searchengine.cli import main\n"
+              "from searchengine.cli.main import main\n"
               f"main([\"index\", {str(isolated / 'photos')!r}, \"--model\", {tiny_model_name!r}, \"--int8\", "
               f"\"--library\", {str(library)!r}])\n")
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from indexer.errors import QueryError
-from searchengine.expression import ID, IMAGE, TEXT, Term, combine, parse_expression, split_weight
-from searchengine.library import Library
+from searchengine.query.expression import ID, IMAGE, TEXT, Term, combine, parse_expression, split_weight
+from searchengine.library.api import Library
 from test_cli import index_json, indexed, photos, run  # noqa: F401  (fixtures)
 
 

@@ -19,9 +19,9 @@ pytest.importorskip("pyarrow", reason="the ray extra is not installed: pip insta
 
 from faults import CLI, Kill, catalog_rows, check_complete, cli, kill_group, make_photos, start, summary_of  # noqa: E402
 from images import make_library_folder  # noqa: E402
-from indexer.pipeline import IndexOptions  # noqa: E402
-from indexer.ray_watchdog import MARKER_ENV, end_processes, marked_processes  # noqa: E402
-from searchengine.library import Library  # noqa: E402
+from indexer.pipeline.local import IndexOptions  # noqa: E402
+from indexer.ray.watchdog import MARKER_ENV, end_processes, marked_processes  # noqa: E402
+from searchengine.library.api import Library  # noqa: E402
 
 LEFTOVER_WAIT_S = 60
 

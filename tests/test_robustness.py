@@ -20,8 +20,8 @@ from click.testing import CliRunner
 from faults import (Kill, catalog_rows, check_complete, cli, copy_tree, integrity_ok, kill_group, make_photos, run,
                     saved_states, start, status_images, summary_of)
 from indexer.errors import CatalogError
-from indexer.vector_index import VectorIndex
-from searchengine.cli import main
+from indexer.vectors.index import VectorIndex
+from searchengine.cli.main import main
 
 BATCH = 4
 PHOTOS = 24
@@ -244,7 +244,7 @@ def test_index_run_repairs_a_damaged_index_file(library):
 
 def test_index_file_writes_are_atomic(library, isolated):
     """A save that fails half-way (disk full) leaves the previous file whole and no temporary file."""
-    import indexer.vector_index
+    import indexer.vectors.index
 
     library, _ = library
     index_file = library / "vectors.faiss"
@@ -255,7 +255,7 @@ def test_index_file_writes_are_atomic(library, isolated):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(indexer.vector_index.os, "fsync", no_space)
+        patch.setattr(indexer.vectors.index.os, "fsync", no_space)
         result = run("index", "more", "--workers", "0", ok=False)
     assert result.exit_code != 0 and "No space left on device" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -390,12 +390,12 @@ def test_read_only_catalog_refuses_index_and_still_answers(library):
 def test_disk_full_while_committing_keeps_the_last_whole_batch(isolated, tiny_model_name):
     """SQLite's max_page_count stands in for a full disk after two batches: the run stops with a one-line error,
     the catalog holds exactly the batches committed before, and a later run with space completes."""
-    import indexer.catalog
+    import indexer.catalog.store
     from sqlalchemy import event
 
     files = make_photos(isolated / "photos", 40)
     committed: list[bytes] = []
-    real_apply, real_engine = indexer.catalog.Catalog.apply, indexer.catalog._make_engine
+    real_apply, real_engine = indexer.catalog.store.Catalog.apply, indexer.catalog.store._make_engine
 
     def apply(self, batch):
         seq = real_apply(self, batch)
@@ -413,8 +413,8 @@ def test_disk_full_while_committing_keeps_the_last_whole_batch(isolated, tiny_mo
         return engine
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(indexer.catalog.Catalog, "apply", apply)
-        patch.setattr(indexer.catalog, "_make_engine", make_engine)
+        patch.setattr(indexer.catalog.store.Catalog, "apply", apply)
+        patch.setattr(indexer.catalog.store, "_make_engine", make_engine)
         result = run("index", "photos", "--model", tiny_model_name, "--workers", "0", "--batch-size", 4, ok=False)
     assert result.exit_code != 0
     assert "full" in result.stderr and "catalog.sqlite" in result.stderr
@@ -434,10 +434,10 @@ class _Killed(BaseException):
 
 
 def test_death_while_creating_the_library_leaves_none_or_all(isolated, tiny_model_name):
-    import indexer.catalog
+    import indexer.catalog.store
 
     files = make_photos(isolated / "photos", 4)
-    real = indexer.catalog.Catalog.set_meta
+    real = indexer.catalog.store.Catalog.set_meta
 
     def set_meta(self, values):
         if "model" in values:
@@ -445,14 +445,14 @@ def test_death_while_creating_the_library_leaves_none_or_all(isolated, tiny_mode
         return real(self, values)
 
     with pytest.MonkeyPatch.context() as patch, pytest.raises(_Killed):
-        patch.setattr(indexer.catalog.Catalog, "set_meta", set_meta)
+        patch.setattr(indexer.catalog.store.Catalog, "set_meta", set_meta)
         CliRunner().invoke(main, ["index", "photos", "--model", tiny_model_name], catch_exceptions=False)
     run("index", "photos", "--model", tiny_model_name, "--workers", "0")
     check_complete(isolated / "library", files, failed=0)
 
 
 def test_catalog_create_is_all_or_nothing(isolated, monkeypatch):
-    import indexer.catalog
+    import indexer.catalog.store
 
     path = isolated / "catalog.sqlite"
 
@@ -460,15 +460,15 @@ def test_catalog_create_is_all_or_nothing(isolated, monkeypatch):
         raise _Killed()
 
     with pytest.MonkeyPatch.context() as patch, pytest.raises(_Killed):
-        patch.setattr(indexer.catalog.os, "replace", die)
-        indexer.catalog.Catalog.create(path, {"model": "m"})
+        patch.setattr(indexer.catalog.store.os, "replace", die)
+        indexer.catalog.store.Catalog.create(path, {"model": "m"})
     assert not path.exists()
-    catalog = indexer.catalog.Catalog.create(path, {"model": "m"})  # clears what the dead attempt left
+    catalog = indexer.catalog.store.Catalog.create(path, {"model": "m"})  # clears what the dead attempt left
     assert catalog.meta()["model"] == "m"
     catalog.close()
     assert not [p.name for p in isolated.iterdir() if p.name.startswith(".catalog.sqlite.new")]
     with pytest.raises(CatalogError, match="already exists"):
-        indexer.catalog.Catalog.create(path, {"model": "other"})
+        indexer.catalog.store.Catalog.create(path, {"model": "other"})
 
 
 # --- memory: per-file state lives in the catalog and a temporary to-do file, not in the process -----------------
@@ -477,10 +477,10 @@ def test_index_memory_does_not_grow_with_the_number_of_files(isolated):
     moves, because folders are planned one at a time, the to-do list is on disk, and batches are committed."""
     import tracemalloc
 
-    from indexer.catalog import Catalog
-    from indexer.imaging import PreprocessConfig
-    from indexer.pipeline import IndexOptions, run_pipeline
-    from indexer.plan import make_plan
+    from indexer.catalog.store import Catalog
+    from indexer.images.decode import PreprocessConfig
+    from indexer.pipeline.local import IndexOptions, run_pipeline
+    from indexer.pipeline.plan import make_plan
 
     class NoModel:
         preprocess_cfg = PreprocessConfig(224, (0.5,) * 3, (0.5,) * 3)

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from serve_helpers import build_library, client
-from searchengine.cli import main
-from searchengine.library import Library
+from searchengine.cli.main import main
+from searchengine.library.api import Library
 
 HIT_KEYS = {"id", "path", "score", "width", "height", "thumbnail", "preview", "file"}
 

@@ -88,7 +88,7 @@ def first_href(page) -> str:
 
 
 def id_of(site, name: str) -> int:
-    from searchengine.library import Library
+    from searchengine.library.api import Library
 
     return next(h.id for h in Library.open(site["library"]).search(text="x", limit=1000)
                 if os.path.basename(h.path) == name)

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from images import photo
 from serve_helpers import ServerProcess, build_library
-from searchengine.cli import main
-from indexer.thumbnails import THUMBNAIL_DIR
+from searchengine.cli.main import main
+from indexer.images.thumbnails import THUMBNAIL_DIR
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from serve_helpers import build_library
-from searchengine.library import Library
+from searchengine.library.api import Library
 from searchengine.server.app import create_app
 
 COUNTS: Counter = Counter()

@@ -70,7 +70,7 @@ def test_traversal_corpus_never_yields_outside_bytes(lib):
 
 def test_symlink_swapped_in_after_indexing_is_not_followed_out(lib):
     c = lib["client"]
-    from searchengine.library import Library
+    from searchengine.library.api import Library
 
     victim = lib["photos"] / "extra11.jpg"
     target = next(h.id for h in Library.open(lib["library"]).search(text="x", limit=1000) if h.path == str(victim))

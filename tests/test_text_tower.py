@@ -13,10 +13,10 @@ import pytest
 
 from tiny_model import TINY_CONFIG
 
-from indexer import text_tower
-from indexer.clip_tokenizer import ClipTokenizer
-from indexer.numpy_text import META_FILE, NumpyTextEncoder
-from indexer.text_tower import export_text_tower
+from indexer.model import text_tower
+from indexer.model.tokenizer import ClipTokenizer
+from indexer.model.numpy_text import META_FILE, NumpyTextEncoder
+from indexer.model.text_tower import export_text_tower
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = [
@@ -77,7 +77,7 @@ def test_ascii_pattern_splits_as_open_clip_does(reference_tokenizer):
     texts = ["".join(rng.choice(every_ascii) for _ in range(rng.randint(0, 60))) for _ in range(3000)]
     ours = ClipTokenizer()
     np.testing.assert_array_equal(ours(texts), reference_tokenizer(texts).numpy())
-    code = ("import sys; from indexer.clip_tokenizer import ClipTokenizer\n"
+    code = ("import sys; from indexer.model.tokenizer import ClipTokenizer\n"
             "ClipTokenizer()('a dog running on a beach at sunset, 2019!')\n"
             "assert 'regex' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
@@ -183,7 +183,7 @@ def test_export_replaces_previous_export(tiny, tmp_path):
 def test_query_path_imports_neither_torch_nor_open_clip(tiny):
     _, _, folder = tiny
     code = (
-        "import sys; from indexer.numpy_text import NumpyTextEncoder\n"
+        "import sys; from indexer.model.numpy_text import NumpyTextEncoder\n"
         f"assert NumpyTextEncoder.load({str(folder)!r}).encode(['café 🐶', 'a dog']).shape[0] == 2\n"
         "bad = {'torch', 'open_clip', 'sqlalchemy'} & set(sys.modules)\n"
         "assert not bad, bad\n"

@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from images import GOOD, make_library_folder
-from indexer.tower_manifest import MANIFEST_FILE
-from searchengine.cli import main
-from searchengine.library import Library
+from indexer.model.tower_manifest import MANIFEST_FILE
+from searchengine.cli.main import main
+from searchengine.library.api import Library
 
 
 def cli(*args: str):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from indexer.errors import IndexFileError
-from indexer.vector_index import ANN_THRESHOLD, FLAT, IVF_SQ8, RETRAIN_GROWTH, VectorIndex
+from indexer.vectors.index import ANN_THRESHOLD, FLAT, IVF_SQ8, RETRAIN_GROWTH, VectorIndex
 
 DIM = 32
 N = 5000

@@ -13,10 +13,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from indexer.catalog_images import ImageRow
+from indexer.catalog.images import ImageRecord as CatalogRecord
 from indexer.errors import ImageNotFoundError
-from indexer.prepare import MAX_FILE_BYTES, read_file
-from indexer.thumbnails import cache_path, render, write_atomically
+from indexer.images.files import MAX_FILE_BYTES, read_file
+from indexer.images.thumbnails import cache_path, render, write_atomically
 
 DIMENSIONS_CACHED = 200_000
 
@@ -27,7 +27,7 @@ class CachedFile:
     etag: str
 
 
-def unchanged(row: ImageRow) -> bool:
+def unchanged(row: CatalogRecord) -> bool:
     """The file is still there with the size and mtime it had when indexed."""
     try:
         info = os.stat(row.path)
@@ -36,11 +36,11 @@ def unchanged(row: ImageRow) -> bool:
     return stat.S_ISREG(info.st_mode) and (info.st_size, info.st_mtime_ns) == (row.size, row.mtime_ns)
 
 
-def _gone(row: ImageRow) -> ImageNotFoundError:
+def _gone(row: CatalogRecord) -> ImageNotFoundError:
     return ImageNotFoundError(f"image {row.id} is gone or changed since it was indexed")
 
 
-def original_bytes(row: ImageRow) -> bytes:
+def original_bytes(row: CatalogRecord) -> bytes:
     """The file's bytes, only if they are exactly the indexed content (hash checked)."""
     if not unchanged(row) or row.size > MAX_FILE_BYTES:
         raise _gone(row)
@@ -64,13 +64,13 @@ def media_type(data: bytes) -> str:
         return "application/octet-stream"
 
 
-def cached_render(library: Path, row: ImageRow, kind: str) -> CachedFile:
+def cached_render(library: Path, row: CatalogRecord, kind: str) -> CachedFile:
     """The cached thumbnail or preview of an unchanged file, made now if missing (libraries made before)."""
     if not unchanged(row):
         raise _gone(row)
     target = cache_path(library, kind, row.content_hash)
     if not _nonempty(target):
-        from indexer.imaging import ImageDecodeError
+        from indexer.images.decode import ImageDecodeError
 
         try:
             write_atomically(target, render(original_bytes(row), kind))

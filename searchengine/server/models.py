@@ -1,9 +1,14 @@
 """The JSON API's shapes (they make /openapi.json say exactly what each route answers)."""
 from __future__ import annotations
 
-from typing import Optional
+import dataclasses
+from typing import Any, get_args, get_type_hints
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, create_model
+
+from searchengine.library.api import LibraryStatus
+from searchengine.query.details import ImageDetails
+from searchengine.server.backend import WatchState
 
 
 class ErrorBody(BaseModel):
@@ -25,56 +30,32 @@ class Results(BaseModel):
     results: list[Hit]
 
 
-class Status(BaseModel):
-    library: str
-    images: int
-    failed: int
-    model: str
-    pretrained: str
-    dim: int
-    index: str
-    text_encoder: str
-    image_precision: str
-    text_encoder_note: str = ""
-    device: str = "none"
-    compute_precision: str = "none"
+def _model_of(cls: type, name: str, doc: str | None = None, override: dict[str, Any] | None = None,
+              extra: dict[str, Any] | None = None, defaults: bool = True) -> type[BaseModel]:
+    """The pydantic shape of dataclass `cls` (field for field, in order; `override` retypes some, `extra` adds
+    some at the end), so a record the API answers with is typed once, where it is made. Optional fields
+    default to None; other dataclass defaults become the schema's unless `defaults` is False (a route that
+    always sends every field)."""
+    hints = get_type_hints(cls)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        kind = (override or {}).get(f.name, hints[f.name])
+        if defaults and f.default is not dataclasses.MISSING:
+            default = f.default
+        else:
+            default = None if type(None) in get_args(kind) else ...
+        fields[f.name] = (kind, default)
+    for key, kind in (extra or {}).items():
+        fields[key] = (kind, ...)
+    return create_model(name, __doc__=doc, __config__=ConfigDict(protected_namespaces=()), **fields)
 
 
-class Indexing(BaseModel):
-    watching: bool
-    running: bool
-    done: int
-    total: int
-    last_error: Optional[str] = None
-    last_summary: Optional[dict] = None
-
-
-class ImageRecord(BaseModel):
-    """What `searchengine show --json` says about the image, plus its URLs; metadata fields null when unknown."""
-
-    model_config = ConfigDict(protected_namespaces=())
-
-    id: int
-    path: str
-    size: int
-    mtime: str
-    indexed_at: str
-    content_hash: str
-    width: int
-    height: int
-    format: Optional[str] = None
-    taken_at: Optional[str] = None
-    taken_at_source: Optional[str] = None
-    camera: Optional[str] = None
-    make: Optional[str] = None
-    model: Optional[str] = None
-    lens: Optional[str] = None
-    latitude: Optional[float] = None
-    longitude: Optional[float] = None
-    metadata_read: bool
-    thumbnail: str
-    preview: str
-    file: str
+Status = _model_of(LibraryStatus, "Status")
+Indexing = _model_of(WatchState, "Indexing", defaults=False)
+ImageRecord = _model_of(
+    ImageDetails, "ImageRecord",
+    "What `searchengine show --json` says about the image, plus its URLs; metadata fields null when unknown.",
+    override={"width": int, "height": int}, extra={"thumbnail": str, "preview": str, "file": str})
 
 
 def error_responses(*codes: int) -> dict:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from indexer.errors import SearchEngineError
-from searchengine.library import Library
+from searchengine.library.api import Library
 from searchengine.server.security import TOKEN_ENV, is_loopback_host, new_token
 
 

@@ -91,7 +91,7 @@ async def _capped(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[byt
 
 
 def _filters(form) -> object:
-    from searchengine.filters import FilterError, SearchFilters
+    from searchengine.query.filters import FilterError, SearchFilters
 
     values = {}
     for name in FILTER_FIELDS:
@@ -120,7 +120,7 @@ def check_image(data: bytes) -> None:
     """Refuse non-images and decompression bombs from the header, before any pixel or model work."""
     from PIL import Image
 
-    from indexer import imaging  # noqa: F401 - sets Image.MAX_IMAGE_PIXELS
+    from indexer.images import decode as imaging  # noqa: F401 - sets Image.MAX_IMAGE_PIXELS
 
     if not data:
         raise UploadError(400, "the uploaded file is empty")

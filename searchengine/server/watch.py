@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict
 
 from indexer.errors import SearchEngineError
-from searchengine.library import Library
+from searchengine.library.api import Library
 
 DEBOUNCE_MS = 1500
 RESCAN_S = 600.0  # even with events: catches what a full event queue or a network mount dropped

@@ -1,0 +1,107 @@
+"""Named catalog migrations, applied in order, each in its own transaction, recorded in `migrations`.
+
+Never edit a released migration: add a new one. A catalog holding a name not listed here is from a newer version.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+Migration = Callable[["Connection"], None]
+
+
+def m001_initial(conn: "Connection") -> None:
+    # Paths are BLOBs of the file system's own bytes: names need not be valid UTF-8.
+    conn.exec_driver_sql("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.exec_driver_sql(
+        """CREATE TABLE images (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            path BLOB NOT NULL UNIQUE,
+            folder BLOB NOT NULL,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            content_hash BLOB NOT NULL,
+            embedding BLOB NOT NULL,
+            seq INTEGER NOT NULL,
+            indexed_at REAL NOT NULL
+        )"""
+    )
+    conn.exec_driver_sql("CREATE INDEX images_folder ON images (folder)")
+    conn.exec_driver_sql("CREATE INDEX images_hash ON images (content_hash)")
+    conn.exec_driver_sql("CREATE INDEX images_seq ON images (seq)")
+    conn.exec_driver_sql(
+        """CREATE TABLE failures (
+            path BLOB PRIMARY KEY,
+            folder BLOB NOT NULL,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            reason TEXT NOT NULL
+        )"""
+    )
+    conn.exec_driver_sql("CREATE INDEX failures_folder ON failures (folder)")
+    # Ids removed from `images`, so a vector index saved at an older seq can be caught up.
+    conn.exec_driver_sql("CREATE TABLE removed (id INTEGER PRIMARY KEY, seq INTEGER NOT NULL)")
+    conn.exec_driver_sql("CREATE INDEX removed_seq ON removed (seq)")
+    conn.exec_driver_sql("INSERT INTO meta (key, value) VALUES ('seq', '0')")
+
+
+def m002_image_count(conn: "Connection") -> None:
+    # Kept by every write transaction, so a query never counts a million rows to check the vector index.
+    conn.exec_driver_sql("INSERT INTO meta (key, value) SELECT 'image_count', count(*) FROM images")
+
+
+def m003_vanished(conn: "Connection") -> None:
+    # Rows removed because their file vanished, kept until the run ends so a moved file can claim its entry.
+    conn.exec_driver_sql(
+        """CREATE TABLE vanished (
+            id INTEGER PRIMARY KEY,
+            path BLOB NOT NULL,
+            content_hash BLOB NOT NULL,
+            embedding BLOB NOT NULL
+        )"""
+    )
+    conn.exec_driver_sql("CREATE INDEX vanished_hash ON vanished (content_hash)")
+
+
+def m004_metadata(conn: "Connection") -> None:
+    # NULL meta_version = not read yet: the next index run fills the row from the file's header.
+    # taken_at is UTC epoch seconds (see indexer/images/metadata.py); the local wall-clock text and offset are kept.
+    for column in ("meta_version INTEGER", "taken_at REAL", "taken_at_local TEXT", "taken_at_offset TEXT",
+                   "taken_at_source TEXT", "width INTEGER", "height INTEGER", "format TEXT", "make TEXT",
+                   "model TEXT", "lens TEXT", "latitude REAL", "longitude REAL"):
+        conn.exec_driver_sql(f"ALTER TABLE images ADD COLUMN {column}")
+    # Covering index for filters: a date range is a range scan, any other filter scans this index instead
+    # of the table, whose rows carry 2 KB embeddings.
+    conn.exec_driver_sql("CREATE INDEX images_taken_at ON images "
+                         "(taken_at, format, width, height, latitude, longitude, make, model)")
+    conn.exec_driver_sql("CREATE INDEX images_place ON images (latitude, longitude)")
+    conn.exec_driver_sql("CREATE INDEX images_meta_version ON images (meta_version)")
+
+
+def m005_cameras(conn: "Connection") -> None:
+    # The distinct cameras ('' for an unknown make or model): a --camera substring is matched against these few
+    # names, and their images are then found through images_camera, instead of a LIKE on every image row.
+    conn.exec_driver_sql("CREATE TABLE cameras (make TEXT NOT NULL, model TEXT NOT NULL, PRIMARY KEY (make, model))")
+    conn.exec_driver_sql("INSERT OR IGNORE INTO cameras SELECT DISTINCT ifnull(make, ''), ifnull(model, '') "
+                         "FROM images WHERE make IS NOT NULL OR model IS NOT NULL")
+    # Covering the columns other filters test, so a camera or format filter combined with them reads no image row.
+    conn.exec_driver_sql("CREATE INDEX images_camera ON images (make, model, taken_at, format, width, height)")
+    conn.exec_driver_sql("CREATE INDEX images_format ON images (format, taken_at, width, height)")
+
+
+def m006_index_roots(conn: "Connection") -> None:
+    # The folders (and excludes) `index` was given, so `index` without PATH and `serve --watch` can redo them.
+    conn.exec_driver_sql(
+        "CREATE TABLE index_roots (root BLOB PRIMARY KEY, exclude TEXT NOT NULL, indexed_at REAL NOT NULL)")
+
+
+MIGRATIONS: list[tuple[str, Migration]] = [
+    ("001_initial", m001_initial),
+    ("002_image_count", m002_image_count),
+    ("003_vanished", m003_vanished),
+    ("004_metadata", m004_metadata),
+    ("005_cameras", m005_cameras),
+    ("006_index_roots", m006_index_roots),
+]

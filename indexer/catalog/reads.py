@@ -1,0 +1,173 @@
+"""The catalog's reads: what the scanner compares against, and what queries and the vector index read.
+
+Mixed into `Catalog`, which provides `read()` (one snapshot per call).
+"""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from indexer.catalog.moves import Reusable, find_reusable
+from indexer.catalog.records import Changes, FailedFile, KnownFile
+from indexer.images.metadata import METADATA_VERSION
+
+# SQLite allows 32,766 host parameters per statement: other values go in chunks well below that. Integer ids go
+# as one JSON array per chunk (json_each), a single parameter: 20k ids in one statement instead of 23.
+IDS_PER_QUERY = 900
+INTS_PER_QUERY = 20000
+
+
+def rows_in(conn: Any, columns: str, key: str, values: Sequence[Any], also: str = "",
+            params: tuple = ()) -> Iterator[tuple]:
+    """`columns` of the images whose `key` is one of `values` (and `also`, an extra SQL condition whose own
+    parameters are `params`), a chunk of values per statement, so any number of values fits.
+
+    The one way the catalog reads rows by a list of values (ids, paths)."""
+    integers = all(isinstance(v, (int, np.integer)) for v in values)
+    step = INTS_PER_QUERY if integers else IDS_PER_QUERY
+    for start in range(0, len(values), step):
+        chunk = values[start:start + step]
+        if integers:
+            where, args = "IN (SELECT value FROM json_each(?))", (json.dumps([int(v) for v in chunk]),)
+        else:
+            where, args = f"IN ({','.join('?' * len(chunk))})", tuple(chunk)
+        yield from conn.exec_driver_sql(f"SELECT {columns} FROM images WHERE {key} {where}{also}", args + params)
+
+
+def _rows_for_ids(conn: Any, columns: str, ids: list[int]) -> Iterator[tuple]:
+    """`columns` of the images with these ids (any number of ids)."""
+    return rows_in(conn, columns, "id", ids)
+
+
+class CatalogReads:
+    """Reads of `Catalog` (mixed in): each method reads one committed snapshot."""
+
+    # --- what the scanner compares against ----------------------------------------------------------------------
+    def folder_state(self, folder: bytes) -> tuple[dict[bytes, KnownFile], dict[bytes, KnownFile]]:
+        """Indexed and failed files directly in `folder`, by path."""
+        with self.read() as conn:
+            images = conn.exec_driver_sql("SELECT path, id, size, mtime_ns FROM images WHERE folder=?", (folder,))
+            known = {p: KnownFile(i, s, m) for p, i, s, m in images}
+            failures = conn.exec_driver_sql("SELECT path, size, mtime_ns FROM failures WHERE folder=?", (folder,))
+            failed = {p: KnownFile(0, s, m) for p, s, m in failures}
+        return known, failed
+
+    def folders_under(self, root: bytes) -> set[bytes]:
+        """Folders holding indexed or failed files at or below `root`."""
+        low, high = root.rstrip(b"/") + b"/", root.rstrip(b"/") + b"0"  # b"0" follows b"/" in byte order
+        with self.read() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT DISTINCT folder FROM images WHERE folder=? OR (folder>=? AND folder<?) "
+                "UNION SELECT DISTINCT folder FROM failures WHERE folder=? OR (folder>=? AND folder<?)",
+                (root, low, high, root, low, high))
+            return {r[0] for r in rows}
+
+    def reusable(self, content_hash: bytes) -> Reusable | None:
+        """A stored embedding for this content, with the entry a moved file takes over (catalog_moves)."""
+        with self.read() as conn:
+            return find_reusable(conn, content_hash)
+
+    # --- what queries and the vector index read ---------------------------------------------------------------
+    def seq(self) -> int:
+        with self.read() as conn:
+            return int(conn.exec_driver_sql("SELECT value FROM meta WHERE key='seq'").scalar())
+
+    def image_count(self) -> int:
+        """Indexed images, from the count every write keeps (no table scan)."""
+        with self.read() as conn:
+            return int(conn.exec_driver_sql("SELECT value FROM meta WHERE key='image_count'").scalar())
+
+    def counts(self) -> tuple[int, int]:
+        """(indexed images, failed files)."""
+        with self.read() as conn:
+            images = conn.exec_driver_sql("SELECT count(*) FROM images").scalar()
+            failed = conn.exec_driver_sql("SELECT count(*) FROM failures").scalar()
+        return int(images), int(failed)
+
+    def paths_for(self, ids: list[int]) -> dict[int, bytes]:
+        """Paths of the given ids that are in the catalog now, in one query."""
+        with self.read() as conn:
+            return {int(i): p for i, p in _rows_for_ids(conn, "id, path", ids)}
+
+    def vectors_for(self, ids: np.ndarray, dim: int) -> np.ndarray:
+        """Stored embeddings for `ids` in that order (zeros for ids no longer present)."""
+        out = np.zeros((len(ids), dim), dtype=np.float32)
+        wanted = [int(i) for i in ids if i >= 0]
+        if not wanted:
+            return out
+        position = {int(i): n for n, i in enumerate(ids)}
+        with self.read() as conn:
+            for image_id, blob in _rows_for_ids(conn, "id, embedding", wanted):
+                out[position[int(image_id)]] = np.frombuffer(blob, dtype=np.float32)
+        return out
+
+    def image_by_path(self, path: bytes) -> tuple[np.ndarray, int, int] | None:
+        """(embedding, size, mtime_ns) of an indexed path."""
+        with self.read() as conn:
+            row = conn.exec_driver_sql(
+                "SELECT embedding, size, mtime_ns FROM images WHERE path=?", (path,)).fetchone()
+        return (np.frombuffer(row[0], dtype=np.float32).copy(), int(row[1]), int(row[2])) if row else None
+
+    def changes(self, dim: int, since_seq: int = 0, chunk: int = 20000) -> "Changes":
+        """Rows written and ids removed after `since_seq` (everything for 0), read from one snapshot."""
+        with self.read() as conn:
+            seq = int(conn.exec_driver_sql("SELECT value FROM meta WHERE key='seq'").scalar())
+            removed = conn.exec_driver_sql("SELECT id FROM removed WHERE seq>?", (since_seq,)).fetchall()
+            count = int(conn.exec_driver_sql("SELECT count(*) FROM images WHERE seq>?", (since_seq,)).scalar())
+            ids = np.empty(count, dtype=np.int64)
+            vectors = np.empty((count, dim), dtype=np.float32)
+            # No ORDER BY: it makes SQLite walk the whole table by rowid instead of the seq index.
+            result = conn.exec_driver_sql("SELECT id, embedding FROM images WHERE seq>?", (since_seq,))
+            done = 0
+            while rows := result.fetchmany(chunk):
+                n = len(rows)
+                ids[done:done + n] = [r[0] for r in rows]
+                vectors[done:done + n] = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(n, dim)
+                done += n
+            total = int(conn.exec_driver_sql("SELECT value FROM meta WHERE key='image_count'").scalar())
+        removed_ids = np.fromiter((r[0] for r in removed), dtype=np.int64, count=len(removed))
+        return Changes(seq, removed_ids, ids[:done], vectors[:done], total)
+
+    def embedding_chunks(self, dim: int, chunk: int = 20000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) of every image, `chunk` rows at a time, from one snapshot."""
+        with self.embeddings_snapshot(dim, chunk) as (_, _, chunks):
+            yield from chunks
+
+    @contextmanager
+    def embeddings_snapshot(self, dim: int, chunk: int = 20000
+                            ) -> Iterator[tuple[int, int, Iterator[tuple[np.ndarray, np.ndarray]]]]:
+        """(seq, image count, chunks of (ids, vectors) of every image), all of one snapshot."""
+        with self.read() as conn:
+            seq = int(conn.exec_driver_sql("SELECT value FROM meta WHERE key='seq'").scalar())
+            count = int(conn.exec_driver_sql("SELECT count(*) FROM images").scalar())
+
+            def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                result = conn.exec_driver_sql("SELECT id, embedding FROM images")
+                while rows := result.fetchmany(chunk):
+                    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                    yield ids, np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), dim)
+
+            yield seq, count, chunks()
+
+    def failures(self) -> list[FailedFile]:
+        with self.read() as conn:
+            rows = conn.exec_driver_sql("SELECT path, size, mtime_ns, reason FROM failures ORDER BY path")
+            return [FailedFile(p, s, m, r) for p, s, m, r in rows]
+
+    def rows_missing_metadata(self, root: bytes, chunk: int = 500) -> Iterator[list[tuple[int, bytes, int, int]]]:
+        """(id, path, size, mtime_ns) of rows at or below folder `root` whose metadata is not read yet, by chunks."""
+        low, high = root.rstrip(b"/") + b"/", root.rstrip(b"/") + b"0"
+        last = -1
+        while True:
+            with self.read() as conn:
+                rows = conn.exec_driver_sql(
+                    "SELECT id, path, size, mtime_ns FROM images WHERE (meta_version IS NULL OR meta_version<?) "
+                    "AND (folder=? OR (folder>=? AND folder<?) OR path=?) AND id>? ORDER BY id LIMIT ?",
+                    (METADATA_VERSION, root, low, high, root, last, chunk)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [(int(i), p, int(s), int(m)) for i, p, s, m in rows]

@@ -1,0 +1,67 @@
+"""Plain records the catalog reads and writes: known files, images to store, failures, batches, changes."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from indexer.catalog.moves import Claim
+from indexer.images.metadata import ImageMetadata
+
+
+@dataclass
+class KnownFile:
+    id: int
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class StoredImage:
+    """One image to insert or update: a new path, or a changed one (existing_id set)."""
+
+    path: bytes
+    size: int
+    mtime_ns: int
+    content_hash: bytes
+    embedding: np.ndarray
+    existing_id: int | None = None
+    claim: Claim | None = None  # the entry of a moved file this path takes over
+    metadata: ImageMetadata | None = None  # None: left for the next index run's header-only pass
+
+
+@dataclass
+class FailedFile:
+    path: bytes
+    size: int
+    mtime_ns: int
+    reason: str
+
+
+@dataclass
+class BatchWrite:
+    """Everything one transaction applies: the unit that survives or vanishes whole in a crash."""
+
+    stored: list[StoredImage] = field(default_factory=list)
+    failed: list[FailedFile] = field(default_factory=list)
+    removed_ids: list[int] = field(default_factory=list)
+    removed_failures: list[bytes] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.stored) + len(self.failed) + len(self.removed_ids) + len(self.removed_failures)
+
+
+@dataclass
+class Changes:
+    """What a vector index at some older seq needs to reflect `seq`: `total` is the catalog's image count then."""
+
+    seq: int
+    removed_ids: np.ndarray
+    ids: np.ndarray
+    vectors: np.ndarray
+    total: int
+
+
+def folder_of(path: bytes) -> bytes:
+    return os.path.dirname(path)

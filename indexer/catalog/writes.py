@@ -1,0 +1,87 @@
+"""The catalog's writes: one batch per transaction, each bumping `meta.seq` and stamping its rows.
+
+Mixed into `Catalog`, which provides `write()` (one transaction per call).
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+from indexer.catalog.metadata import SET_METADATA, add_camera, metadata_values, write_metadata
+from indexer.catalog.moves import MOVED, forget_vanished, stash_removed, take_claim
+from indexer.catalog.records import BatchWrite, StoredImage, folder_of
+from indexer.images.metadata import METADATA_VERSION, ImageMetadata
+
+
+class CatalogWrites:
+    """Writes of `Catalog` (mixed in): each method is one whole transaction."""
+
+    def forget_vanished(self) -> None:
+        """End of a complete run: removed entries that no moved file claimed are dropped for good."""
+        with self.write() as conn:
+            forget_vanished(conn)
+
+    # --- writes ---------------------------------------------------------------------------------------------
+    def apply(self, batch: BatchWrite) -> int:
+        """Apply one batch atomically; returns its seq."""
+        with self.write() as conn:
+            seq = int(conn.exec_driver_sql("SELECT value FROM meta WHERE key='seq'").scalar()) + 1
+            conn.exec_driver_sql("UPDATE meta SET value=? WHERE key='seq'", (str(seq),))
+            now = time.time()
+            delta = 0
+            for item in batch.stored:
+                delta += self._store(conn, item, seq, now)
+            for failed in batch.failed:
+                conn.exec_driver_sql(
+                    "INSERT OR REPLACE INTO failures (path, folder, size, mtime_ns, reason) VALUES (?,?,?,?,?)",
+                    (failed.path, folder_of(failed.path), failed.size, failed.mtime_ns, failed.reason))
+                delta -= self._remove_path(conn, failed.path, seq)
+            stash_removed(conn, batch.removed_ids)
+            for image_id in batch.removed_ids:
+                delta -= conn.exec_driver_sql("DELETE FROM images WHERE id=?", (image_id,)).rowcount
+                conn.exec_driver_sql("INSERT OR REPLACE INTO removed (id, seq) VALUES (?, ?)", (image_id, seq))
+            for path in batch.removed_failures:
+                conn.exec_driver_sql("DELETE FROM failures WHERE path=?", (path,))
+            conn.exec_driver_sql("UPDATE meta SET value=value+? WHERE key='image_count'", (delta,))
+        return seq
+
+    @staticmethod
+    def _store(conn: "Connection", item: StoredImage, seq: int, now: float) -> int:
+        """Insert or update; returns the change in the image count."""
+        new = conn.exec_driver_sql("SELECT 1 FROM images WHERE path=?", (item.path,)).fetchone() is None
+        reuse_id = take_claim(conn, item.claim) if new else None
+        blob = np.ascontiguousarray(item.embedding, dtype=np.float32).tobytes()
+        conn.exec_driver_sql(
+            "INSERT INTO images (id, path, folder, size, mtime_ns, content_hash, embedding, seq, indexed_at) "
+            "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(path) DO UPDATE SET size=excluded.size, "
+            "mtime_ns=excluded.mtime_ns, content_hash=excluded.content_hash, embedding=excluded.embedding, "
+            "seq=excluded.seq, indexed_at=excluded.indexed_at",
+            (reuse_id, item.path, folder_of(item.path), item.size, item.mtime_ns, item.content_hash, blob, seq, now))
+        write_metadata(conn, item.path, item.metadata)
+        conn.exec_driver_sql("DELETE FROM failures WHERE path=?", (item.path,))
+        moved_here = reuse_id is not None and item.claim.kind == MOVED
+        return int(new) - int(moved_here)  # a moved entry left its old path: the count is unchanged
+
+    @staticmethod
+    def _remove_path(conn: "Connection", path: bytes, seq: int) -> int:
+        """Remove an indexed path (it became unreadable); 1 when there was one."""
+        row = conn.exec_driver_sql("SELECT id FROM images WHERE path=?", (path,)).fetchone()
+        if row:
+            conn.exec_driver_sql("DELETE FROM images WHERE id=?", (row[0],))
+            conn.exec_driver_sql("INSERT OR REPLACE INTO removed (id, seq) VALUES (?, ?)", (row[0], seq))
+        return int(row is not None)
+
+    def write_metadata_by_id(self, items: list[tuple[int, ImageMetadata]]) -> None:
+        """Fill in metadata of existing rows in one transaction; seq is untouched (embeddings did not change)."""
+        if not items:
+            return
+        with self.write() as conn:
+            for image_id, metadata in items:
+                conn.exec_driver_sql(f"UPDATE images SET {SET_METADATA}, meta_version=? WHERE id=?",
+                                     (*metadata_values(metadata), METADATA_VERSION, image_id))
+                add_camera(conn, metadata)

@@ -1,0 +1,42 @@
+"""Fill in metadata for rows indexed before the catalog stored it: headers only, no decode, no re-encode."""
+from __future__ import annotations
+
+import os
+import stat
+from typing import TYPE_CHECKING, Sequence
+
+from indexer.images.metadata import ImageMetadata, read_metadata
+
+if TYPE_CHECKING:
+    from indexer.catalog.store import Catalog
+
+
+def fill_missing_metadata(catalog: "Catalog", roots: Sequence[bytes]) -> int:
+    """Read the headers of unchanged files under `roots` whose rows lack metadata; returns how many were filled."""
+    filled = 0
+    for root in roots:
+        for rows in catalog.rows_missing_metadata(root):
+            items = [(image_id, meta) for image_id, path, size, mtime_ns in rows
+                     if (meta := header_of(path, size, mtime_ns)) is not None]
+            catalog.write_metadata_by_id(items)  # one transaction per chunk: an interrupted run keeps its work
+            filled += len(items)
+    return filled
+
+
+def header_of(path: bytes, size: int, mtime_ns: int) -> ImageMetadata | None:
+    """The file's metadata if it is still the file the catalog describes (same size and mtime), else None."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as fh:
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode) or (info.st_size, info.st_mtime_ns) != (size, mtime_ns):
+                return None  # changed or replaced: the next index run of its folder re-embeds it, metadata included
+            try:
+                with Image.open(fh) as img:  # reads the header only
+                    meta = read_metadata(img)
+            except Exception:
+                meta = ImageMetadata()
+    except OSError:
+        return None
+    return meta.with_mtime_fallback(mtime_ns)

@@ -1,0 +1,219 @@
+"""The answering half of `Library`: searches of every kind, "more like this", image records, duplicates."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from indexer.catalog.images import ImageRecord, embedding_of, metadata_for, record, records
+from indexer.catalog.matching import newest
+from indexer.catalog.store import Catalog
+from indexer.errors import ImageNotFoundError, QueryError
+from indexer.pipeline.scan import absolute
+from searchengine.query.details import ImageDetails, camera_text, taken_at_text
+from searchengine.query.filtered import filtered_search
+from searchengine.query.filters import SearchFilters
+from searchengine.query.ranking import rank
+
+if TYPE_CHECKING:
+    from searchengine.library.host import LibraryHost as _Host
+    from searchengine.query.duplicates import DuplicateGroup
+    from searchengine.query.expression import Term
+else:
+    _Host = object
+
+# A search that has passed over this many vanished files stops looking further down the ranking (a whole
+# drive unmounted would otherwise cost a stat of every file per query) and answers with what it found.
+MISSING_LIMIT = 10_000
+
+
+@dataclass
+class SearchHit:
+    """One result; `score` is None for a filter-only search (newest first). Metadata fields: None when unknown."""
+
+    path: str
+    score: float | None
+    id: int
+    taken_at: str | None = None
+    width: int | None = None
+    height: int | None = None
+    camera: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+
+
+class LibrarySearch(_Host):
+    """Mixed into `Library`, which provides the catalog, query encoder and index plumbing these methods use."""
+
+    def search(self, text: str | None = None, image: str | None = None, limit: int = 20,
+               exact: bool = False, *, terms: "Sequence[Term] | None" = None, min_score: float | None = None,
+               cutoff: str | None = None, filters: SearchFilters | None = None) -> list[SearchHit]:
+        """By a text, an image file, or weighted `terms` (query arithmetic, see searchengine.query.expression), among
+        the images passing `filters`; filters alone give the newest matching images (score None).
+
+        `min_score` drops hits scoring below it; `cutoff="auto"` keeps only hits that stand out from the
+        library's scores for this query (searchengine.query.cutoff).
+        """
+        given = sum(q is not None for q in (text, image, terms))
+        if given > 1 or (given == 0 and not filters):
+            raise QueryError("give either a text, an image or query terms to search for (or filters alone)")
+        if limit < 1:
+            raise QueryError("--limit must be at least 1")
+        if cutoff not in (None, "off", "auto"):
+            raise QueryError(f"unknown cutoff {cutoff!r} (known: off, auto)")
+        catalog = self._readable_catalog()
+        if catalog.image_count() == 0:
+            raise QueryError(f"library {self.folder} has no images yet; run `searchengine index FOLDER` first")
+        if given == 0:
+            return self._newest(catalog, filters, limit)
+        if (text is not None or terms is not None) and not exact:
+            # A cold page cache: the text tower's weights are read while faiss is imported and the index opened.
+            self._query_encoder().prefetch()
+            self._readable_index()
+        if terms is not None:
+            query = self.query_vector(terms)[None, :]
+        else:
+            query = self._query_encoder().texts([text]) if text is not None else \
+                self._query_encoder().image_file(image, catalog)
+        hits = self.search_vector(query[0], limit, exact, filters)
+        if min_score is None and cutoff in (None, "off"):
+            return hits
+        from searchengine.query.cutoff import cut
+
+        return cut(hits, query[0], catalog, min_score, cutoff)
+
+    def similar(self, image_id: int, limit: int = 20, offset: int = 0, exact: bool = False,
+                filters: SearchFilters | None = None) -> list[SearchHit]:
+        """Images like the indexed image `image_id`, from its stored embedding ("more like this")."""
+        vector = embedding_of(self._readable_catalog(), image_id)
+        if vector is None:
+            raise ImageNotFoundError(f"no image with id {image_id} in the library")
+        return self.search_vector(vector, limit + offset, exact, filters)[offset:]
+
+    def image_vector(self, data: bytes) -> np.ndarray:
+        """The query vector of an image's bytes: the stored embedding for known content, else encoded."""
+        return self._query_encoder().image_bytes(data, self._readable_catalog())[0]
+
+    def text_vector(self, text: str) -> np.ndarray:
+        return self._query_encoder().texts([text])[0]
+
+    def image(self, image_id: int) -> ImageRecord | None:
+        """The catalog's record of one image (path, size, mtime, hash, indexed-at and its metadata)."""
+        return record(self._readable_catalog(), image_id=image_id)
+
+    def images(self, ids: list[int]) -> dict[int, ImageRecord]:
+        """Records of several images at once, by id (ids no longer indexed are left out)."""
+        return records(self._readable_catalog(), ids)
+
+    def query_vector(self, terms: "Sequence[Term]", reuse_stored: bool = True) -> np.ndarray:
+        """The unit query vector of weighted terms (indexed, unchanged image files use their stored embedding)."""
+        from searchengine.query.expression import combine
+
+        if not terms:
+            raise QueryError("no query terms given")
+        catalog = self._readable_catalog() if self.exists() else None
+        vectors = self._query_encoder().terms(terms, catalog, reuse_stored)
+        return combine(vectors, [t.weight for t in terms])
+
+    def search_vector(self, vector: np.ndarray, limit: int = 20, exact: bool = False,
+                      filters: SearchFilters | None = None) -> list[SearchHit]:
+        """The best `limit` images (among those passing `filters`) whose files still exist, best first."""
+        catalog = self._readable_catalog()
+        dim = int(catalog.meta()["dim"])
+        query = np.asarray(vector, dtype=np.float32).reshape(1, dim)
+        index = None if exact or filters else self._readable_index()
+        total = catalog.image_count()
+        want, fetch = min(limit, total), min(limit, total)
+        while True:
+            if filters:
+                scores, ids = filtered_search(catalog, self._readable_index, query[0], fetch, filters, dim, exact)
+                scores, ids = scores[None, :], ids[None, :]
+            else:
+                scores, ids = rank(catalog, index, query, fetch, dim)
+            hits, missing = _existing_hits(catalog, scores, ids)
+            if len(hits) >= want or fetch >= total or (filters and ids.shape[1] < fetch) or missing >= MISSING_LIMIT:
+                break
+            fetch = min(total, 2 * fetch + missing)
+        self._notice_missing(missing)
+        return _with_metadata(catalog, hits[:limit])
+
+    def _newest(self, catalog: Catalog, filters: SearchFilters, limit: int) -> list[SearchHit]:
+        """Filters alone: the newest matching images (by taken_at) whose files still exist."""
+        where, params = filters.sql(catalog)
+        fetch = limit
+        while True:
+            ids = np.array(newest(catalog, where, params, fetch), np.int64).reshape(1, -1)
+            hits, missing = _existing_hits(catalog, np.zeros(ids.shape, np.float32), ids)
+            if len(hits) >= limit or ids.shape[1] < fetch or missing >= MISSING_LIMIT:
+                break
+            fetch = 2 * fetch + missing
+        self._notice_missing(missing)
+        return [replace(hit, score=None) for hit in _with_metadata(catalog, hits[:limit])]
+
+    def _notice_missing(self, missing: int) -> None:
+        if missing:
+            count = f"at least {missing}" if missing >= MISSING_LIMIT else str(missing)
+            self.notice(f"{count} result(s) skipped: their files no longer exist (a folder moved, or a drive "
+                        "not mounted?); `searchengine index` on their folder will remove them")
+
+    def show(self, path_or_id: str | int) -> ImageDetails:
+        """One image's record, by path (as indexed) or by id."""
+        catalog = self._readable_catalog()
+        rec = None
+        if isinstance(path_or_id, str):
+            rec = record(catalog, path=absolute(path_or_id))
+        if rec is None and str(path_or_id).strip().isdigit():
+            rec = record(catalog, image_id=int(path_or_id))
+        if rec is None:
+            raise QueryError(f"{path_or_id} is not in library {self.folder} (neither an indexed path nor an image id)")
+        return ImageDetails.from_record(rec)
+
+    def duplicates(self, threshold: float | None = None) -> list["DuplicateGroup"]:
+        """Groups of identical files and near-identical images (cosine >= threshold), most images first."""
+        from searchengine.query.duplicates import DEFAULT_THRESHOLD, find_duplicates
+
+        catalog = self._readable_catalog()
+        if catalog.image_count() == 0:
+            return []
+        index = self._readable_index()
+        if index is None:  # a large library whose index file is unusable: a reader builds one for this run only
+            from indexer.vectors.index import VectorIndex
+
+            self.notice("building a vector index in memory for this run (`searchengine repair` saves one)")
+            changes = catalog.changes(int(catalog.meta()["dim"]))
+            index = VectorIndex.build(int(catalog.meta()["dim"]), changes.ids, changes.vectors, seq=changes.seq)
+        return find_duplicates(catalog, index, DEFAULT_THRESHOLD if threshold is None else threshold)
+
+
+def _with_metadata(catalog: Catalog, hits: list[SearchHit]) -> list[SearchHit]:
+    """The hits with the metadata their JSON carries (taken_at, size, camera, place), read in one query."""
+    metadata = metadata_for(catalog, [h.id for h in hits])
+    out = []
+    for hit in hits:
+        meta = metadata.get(hit.id)
+        out.append(hit if meta is None else replace(
+            hit, taken_at=taken_at_text(meta), width=meta.width, height=meta.height, camera=camera_text(meta),
+            latitude=meta.latitude, longitude=meta.longitude))
+    return out
+
+
+def _existing_hits(catalog: Catalog, scores: np.ndarray, ids: np.ndarray) -> tuple[list[SearchHit], int]:
+    """Hits whose files exist now (a stat each), and how many were skipped because theirs are gone."""
+    paths = catalog.paths_for([int(i) for i in ids[0] if i >= 0])
+    absent = {i for i, p in paths.items() if not os.path.exists(p)}
+    if absent:  # imported from elsewhere without a local file: searchable by path all the same
+        from indexer.catalog.exchange import imported_without_file
+
+        absent -= imported_without_file(catalog, sorted(absent))
+    hits, missing = [], 0
+    for score, image_id in zip(scores[0], ids[0]):
+        path = paths.get(int(image_id))
+        if path is None:
+            continue
+        if int(image_id) in absent:
+            missing += 1
+            continue
+        hits.append(SearchHit(os.fsdecode(path), float(score), int(image_id)))
+    return hits, missing

@@ -1,0 +1,95 @@
+"""What the routes share: the library, the locks its shared read connection and encoders need under
+concurrent requests, the `--watch` state, the recent text vectors, and how a hit or a record becomes JSON."""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Optional
+
+from indexer.catalog.images import ImageRecord
+from indexer.errors import ImageNotFoundError
+from searchengine.library.api import Library, SearchHit
+from searchengine.query.filters import SearchFilters
+from searchengine.server import media
+
+TEXT_VECTORS_KEPT = 256
+
+
+@dataclass
+class ServerConfig:
+    max_upload_bytes: int = 20 << 20
+    token: Optional[str] = None
+    loopback: bool = True
+
+
+@dataclass
+class WatchState:
+    """What `--watch` is doing, for the page's status line (also the shape of `/api/indexing`)."""
+
+    watching: bool = False
+    running: bool = False
+    done: int = 0
+    total: int = 0
+    last_error: Optional[str] = None
+    last_summary: Optional[dict] = None
+
+
+@dataclass
+class Backend:
+    """The library plus the locks its shared read connection and encoders need under concurrent requests."""
+
+    library: Library
+    watch: WatchState = field(default_factory=WatchState)
+    read_lock: threading.Lock = field(default_factory=threading.Lock)
+    encode_lock: threading.Lock = field(default_factory=threading.Lock)
+    dims: media.Dimensions = field(default_factory=media.Dimensions)
+    texts: "OrderedDict[str, object]" = field(default_factory=OrderedDict)
+
+    def text_vector(self, text: str):
+        """The query vector of a text; the page asks again for each further page of a search, so keep a few."""
+        with self.encode_lock:
+            vector = self.texts.get(text)
+            if vector is None:
+                vector = self.library.text_vector(text)
+                self.texts[text] = vector
+                if len(self.texts) > TEXT_VECTORS_KEPT:
+                    self.texts.popitem(last=False)
+            else:
+                self.texts.move_to_end(text)
+            return vector
+
+    def row(self, image_id: int) -> ImageRecord:
+        with self.read_lock:
+            row = self.library.image(image_id)
+        if row is None:
+            raise ImageNotFoundError(f"no image with id {image_id} in the library")
+        return row
+
+    def hits(self, found: list[SearchHit]) -> dict:
+        with self.read_lock:
+            rows = self.library.images([h.id for h in found])
+        return {"results": [hit_json(h, rows[h.id], self.dims) for h in found if rows.get(h.id) is not None]}
+
+    def search_vector(self, vector, limit: int, offset: int, filters: SearchFilters | None = None) -> dict:
+        with self.read_lock:
+            found = self.library.search_vector(vector, limit + offset, filters=filters or None)[offset:]
+        return self.hits(found)
+
+
+def urls(row: ImageRecord) -> dict[str, str]:
+    version = row.content_hash.hex()[:12]
+    base = f"/api/images/{row.id}"
+    return {"thumbnail": f"{base}/thumbnail?v={version}", "preview": f"{base}/preview?v={version}",
+            "file": f"{base}/file"}
+
+
+def displayed_size(row: ImageRecord, dims: media.Dimensions) -> tuple[int, int]:
+    """Catalog metadata when the row has it, else the file's header (libraries made before metadata)."""
+    return dims.get(row.path, row.content_hash, (row.metadata.width, row.metadata.height))
+
+
+def hit_json(hit: SearchHit, row: ImageRecord, dims: media.Dimensions) -> dict:
+    width, height = dims.get(row.path, row.content_hash, (hit.width, hit.height))
+    return {"id": hit.id, "path": hit.path, "score": round(hit.score, 6), "width": width, "height": height,
+            **urls(row)}

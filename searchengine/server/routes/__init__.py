@@ -1,0 +1,1 @@
+"""The app's routes by group: search, images (records and media), status, the static page."""

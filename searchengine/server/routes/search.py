@@ -1,0 +1,65 @@
+"""Search routes: text (`GET /api/search`), an uploaded image (`POST /api/search`), more like an image
+(`GET /api/images/{id}/similar`), each with the CLI's filters and paging."""
+from __future__ import annotations
+
+from typing import Optional
+
+from fastapi import Depends, FastAPI, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from indexer.errors import QueryError
+from searchengine.query.filters import SearchFilters
+from searchengine.server.backend import Backend, ServerConfig
+from searchengine.server.models import Results, error_responses
+from searchengine.server.uploads import MAX_LIMIT, MAX_OFFSET, UPLOAD_SCHEMA, UploadError, check_image, read_upload
+
+
+def filter_params(
+        after: Optional[str] = Query(None, max_length=64, description="taken on or after (YYYY[-MM[-DD]])"),
+        before: Optional[str] = Query(None, max_length=64, description="taken before (YYYY[-MM[-DD]])"),
+        folder: Optional[str] = Query(None, alias="in", max_length=4096, description="under this folder"),
+        camera: Optional[str] = Query(None, max_length=200, description="make or model contains this"),
+        near: Optional[str] = Query(None, max_length=100, description="LAT,LON[,KM]"),
+        format: Optional[str] = Query(None, max_length=16, description="jpeg, png, webp, gif, bmp, tiff, heic, avif"),
+        orientation: Optional[str] = Query(None, max_length=16, description="landscape, portrait or square"),
+) -> SearchFilters:
+    """The CLI's search filters, parsed by the same code (a bad value is a 400 naming it)."""
+    return SearchFilters.parse(after=after, before=before, folder=folder, camera=camera, near=near, format=format,
+                               orientation=orientation)
+
+
+LIMIT = Query(50, ge=1, le=MAX_LIMIT, description="results per page")
+OFFSET = Query(0, ge=0, le=MAX_OFFSET, description="results to skip")
+
+
+def add_search_routes(app: FastAPI, backend: Backend, config: ServerConfig) -> None:
+    @app.get("/api/search", response_model=Results, responses=error_responses())
+    def search_text(q: str = Query(min_length=1, max_length=2000, pattern=r"\S", description="what to look for"),
+                    limit: int = LIMIT, offset: int = OFFSET,
+                    filters: SearchFilters = Depends(filter_params)) -> dict:
+        if not q.strip():
+            raise QueryError("the query text is empty")
+        return backend.search_vector(backend.text_vector(q), limit, offset, filters)
+
+    @app.post("/api/search", response_model=Results, responses=error_responses(413, 415),
+              openapi_extra=UPLOAD_SCHEMA)
+    async def search_image(request: Request) -> dict:
+        upload = await read_upload(request, config.max_upload_bytes)
+        check_image(upload.data)
+
+        def encode():
+            with backend.encode_lock:
+                try:
+                    return backend.library.image_vector(upload.data)
+                except QueryError as exc:
+                    raise UploadError(415, str(exc)) from None
+
+        vector = await run_in_threadpool(encode)
+        return await run_in_threadpool(backend.search_vector, vector, upload.limit, upload.offset, upload.filters)
+
+    @app.get("/api/images/{image_id}/similar", response_model=Results, responses=error_responses(404))
+    def similar(image_id: int, limit: int = LIMIT, offset: int = OFFSET,
+                filters: SearchFilters = Depends(filter_params)) -> dict:
+        with backend.read_lock:
+            found = backend.library.similar(image_id, limit, offset, filters=filters or None)
+        return backend.hits(found)
