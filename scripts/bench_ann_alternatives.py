@@ -1,7 +1,7 @@
 """The index the product uses (IVF-SQ8, re-ranked) against the alternatives it was chosen over: IVF-PQ and HNSW-SQ8.
 
-Same synthetic CLIP-like vectors and text-like queries as bench_search.py (see its docstring), recall@10 against
-exact search, bytes per vector (serialised index / N), build time. IVF-PQ is measured before and after exact
+Same synthetic CLIP-like vectors and text-like queries as bench_search.py (benchlib.synthetic), recall@10 against
+exact search, bytes per vector (serialised index / N; the product's: its saved index file / N), build time. IVF-PQ is measured before and after exact
 re-ranking of 200 candidates (the product would read each from SQLite); HNSW-SQ8 at two search depths.
 The last line printed is JSON. Sizes that fit a few minutes on 2 cores: the default 100k.
 
@@ -10,17 +10,13 @@ The last line printed is JSON. Sizes that fit a few minutes on 2 cores: the defa
 from __future__ import annotations
 
 import argparse
-import json
-import sys
+import tempfile
 import time
 from pathlib import Path
 
+import benchlib
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
-
-from bench_search import K, recall_at_k, synthetic  # noqa: E402
+from benchlib import K, recall_at_k, synthetic
 
 PQ_BYTES = 64
 PQ_RERANK = 200
@@ -34,14 +30,18 @@ def _bytes_per_vector(index, n: int) -> float:
 
 
 def product_ivf(vectors: np.ndarray, queries: np.ndarray) -> dict:
-    """The product's VectorIndex (IVF-SQ8, nprobe by its policy), re-ranked exactly from the float32 vectors."""
+    """The product's VectorIndex (IVF-SQ8, nprobe by its policy), re-ranked exactly from the float32 vectors;
+    its bytes per vector are its saved file's."""
     from indexer.vectors.index import IVF_SQ8, VectorIndex
 
     started = time.perf_counter()
     index = VectorIndex.build(vectors.shape[1], np.arange(len(vectors)), vectors, kind=IVF_SQ8)
     build_s = time.perf_counter() - started
     _, found = index.search(queries, K, rerank=vectors.__getitem__)
-    return {"found": found, "build_s": build_s, "bytes_per_vector": _bytes_per_vector(index._index, len(vectors)),
+    with tempfile.TemporaryDirectory() as folder:
+        index.save(Path(folder) / "vectors.faiss")
+        file_bytes = (Path(folder) / "vectors.faiss").stat().st_size
+    return {"found": found, "build_s": build_s, "bytes_per_vector": file_bytes / len(vectors),
             "kind": f"{index.kind} nlist={index.nlist} nprobe={index.nprobe}", "nlist": index.nlist,
             "nprobe": index.nprobe}
 
@@ -103,10 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
         "hnsw_sq8_recall": {str(d): round(recall_at_k(f, exact), 4) for d, f in hnsw["found"].items()},
         "hnsw_sq8_bytes_per_vector": round(hnsw["bytes_per_vector"], 1), "hnsw_sq8_build_s": round(hnsw["build_s"], 1),
     }
-    for key, value in summary.items():
-        print(f"{key:<32} {value}")
-    print(json.dumps(summary))
-    return summary
+    return benchlib.emit(summary, width=32)
 
 
 if __name__ == "__main__":

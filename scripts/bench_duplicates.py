@@ -1,6 +1,6 @@
 """Benchmark `searchengine duplicates` on a synthetic library with planted near-copies.
 
-The library holds N CLIP-like embeddings (bench_search's geometry: nearest distinct image at cosine ~0.77),
+The library holds N CLIP-like embeddings (benchlib.synthetic: nearest distinct image at cosine ~0.77),
 of which P are near-copies of other images (noise of norm 0.1-0.31 added: cosine to their original
 ~0.955-0.995, just above the default threshold 0.95) and E are byte-identical copies (same embedding, same
 content hash). The catalog is written directly (no model, no files) and its vector index built once, as
@@ -17,22 +17,16 @@ import argparse
 import hashlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import benchlib
 import numpy as np
+from benchlib import synthetic, unit
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from bench_search import synthetic, unit  # noqa: E402
-
-BATCH = 5000
 _PEAK_REPORTING_CLI = """
 import json, runpy, sys
 sys.argv = json.loads(sys.argv[1])
@@ -61,17 +55,16 @@ def planted(n: int, copies: int, identical: int, seed: int) -> tuple[np.ndarray,
 
 
 def write_library(folder: Path, vectors: np.ndarray, origin: np.ndarray) -> None:
-    from indexer.catalog.store import BatchWrite, Catalog, StoredImage
+    """Rows through the catalog's write path; a byte-identical copy shares its original's content hash."""
+    from indexer.catalog.store import StoredImage
 
-    catalog = Catalog.create(folder / "catalog.sqlite", {"model": "synthetic", "pretrained": "none",
-                                                         "dim": str(vectors.shape[1])})
-    for start in range(0, len(vectors), BATCH):
-        stored = []
-        for row in range(start, min(start + BATCH, len(vectors))):
-            source = int(origin[row]) if np.array_equal(vectors[row], vectors[origin[row]]) else row
-            digest = hashlib.blake2b(b"%d" % source, digest_size=16).digest()
-            stored.append(StoredImage(b"/photos/%07d.jpg" % row, 1000 + row, row * 10**9, digest, vectors[row]))
-        catalog.apply(BatchWrite(stored=stored))
+    def row(k: int) -> StoredImage:
+        source = int(origin[k]) if np.array_equal(vectors[k], vectors[origin[k]]) else k
+        digest = hashlib.blake2b(b"%d" % source, digest_size=16).digest()
+        return StoredImage(b"/photos/%07d.jpg" % k, 1000 + k, k * 10**9, digest, vectors[k])
+
+    catalog = benchlib.synthetic_catalog(folder / "catalog.sqlite", vectors.shape[1])
+    benchlib.write_rows(catalog, len(vectors), row, chunk=5000)
     catalog.close()
 
 
@@ -91,13 +84,8 @@ def run_duplicates(folder: Path, threshold: float | None) -> tuple[list, float, 
         argv += ["--threshold", str(threshold)]
     # The child reports its own peak RSS: RUSAGE_CHILDREN's would count this (large) process, forked before exec.
     command = [sys.executable, "-c", _PEAK_REPORTING_CLI, json.dumps(argv)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, env=env, check=True)
-    seconds = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    result, seconds, cpu = benchlib.with_child_cpu(
+        lambda: subprocess.run(command, capture_output=True, env=benchlib.cli_env(), check=True))
     peak_kb = int(result.stderr.decode().rsplit("peak_kb=", 1)[1].split()[0])
     return json.loads(result.stdout), seconds, cpu, peak_kb / 1024
 
@@ -126,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--identical", type=int, default=500, help="planted byte-identical copies")
     parser.add_argument("--threshold", type=float, default=None, help="passed to duplicates (default: its own)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work", type=Path, default=ROOT / ".bench")
+    parser.add_argument("--work", type=Path, default=benchlib.WORK)
     args = parser.parse_args(argv)
     folder = args.work / f"duplicates-{args.n}-{args.copies}-{args.identical}-{args.seed}"
     vectors, origin = planted(args.n, args.copies, args.identical, args.seed)
@@ -144,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
                "duplicates_peak_rss_mb": round(peak_mb), "load_average": round(os.getloadavg()[0], 1),
                "threshold": args.threshold, **score(groups, origin, args.copies, args.identical),
                "cpus": os.cpu_count()}
-    print(json.dumps(figures))
+    benchlib.emit(figures)
 
 
 if __name__ == "__main__":

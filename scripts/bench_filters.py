@@ -3,8 +3,8 @@
 Usage:  .venv/bin/python scripts/bench_filters.py [--images 100000] [--queries 30] [--work .bench]
 
 The library is built synthetically (reused between runs): CLIP-like unit embeddings and text-like queries from
-bench_search.synthetic, inserted with one bulk SQLite insert after Catalog.create has made the schema, and
-metadata drawn independently of the embeddings, so that each filter below matches an exact share of the images:
+benchlib.synthetic, written through the catalog's own write path (Catalog.apply) with their metadata, which is
+drawn independently of the embeddings, so that each filter below matches an exact share of the images:
   date      --after/--before window holding 0.1%, 1%, 10%, 50% of the images (served by the taken_at index)
   camera    --camera on make/model substrings matching 0.1%, 1%, 10%, 50% (no index can serve a substring:
             the covering index is scanned)
@@ -15,24 +15,22 @@ against the exact search over the matching images (exact=True). The last line is
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sqlite3
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from bench_search import synthetic  # noqa: E402
-from indexer.catalog.store import Catalog  # noqa: E402
-from indexer.images.metadata import METADATA_VERSION  # noqa: E402
-from searchengine.query.filters import SearchFilters  # noqa: E402
-from searchengine.library.api import Library  # noqa: E402
+import benchlib
+from benchlib import synthetic
+
+from indexer.catalog.store import StoredImage
+from indexer.images.metadata import ImageMetadata
+from searchengine import Library, SearchFilters
 
 DIM = 512
 LIMIT = 20
@@ -53,31 +51,23 @@ def camera_filter(share: float) -> str:
 def build(folder: Path, n: int, seed: int) -> np.ndarray:
     """Create the library at `folder` unless it exists; returns the query vectors."""
     vectors, queries = synthetic(n, 200, DIM, seed)
-    if (folder / "catalog.sqlite").exists():
+    if (folder / "complete").exists():
         return queries
-    folder.mkdir(parents=True, exist_ok=True)
-    Catalog.create(folder / "catalog.sqlite", {"model": "synthetic", "pretrained": "", "dim": str(DIM)}).close()
-    rank = np.random.default_rng(seed + 1).permutation(n)  # date order independent of the embeddings
-    photos = os.fsencode(folder / "photos")
-    for f in range(1000):  # searches skip results whose files are gone: every image is an empty file
-        os.makedirs(photos + b"/%03d" % f, exist_ok=True)
-    for k in range(n):
-        open(photos + b"/%03d/%08d.jpg" % (k % 1000, k), "wb").close()
-    db = sqlite3.connect(folder / "catalog.sqlite")
+    shutil.rmtree(folder, ignore_errors=True)
     started = time.perf_counter()
-    with db:
-        for start in range(0, n, CHUNK):
-            db.executemany(
-                "INSERT INTO images (id, path, folder, size, mtime_ns, content_hash, embedding, seq, indexed_at, "
-                "meta_version, taken_at, taken_at_source, width, height, format, make, model) "
-                "VALUES (?,?,?,?,?,?,?,1,?,?,?,'exif',4000,3000,'jpeg',?,?)",
-                ((k + 1, photos + b"/%03d/%08d.jpg" % (k % 1000, k), photos + b"/%03d" % (k % 1000), 1, 1,
-                  k.to_bytes(16, "little"), vectors[k].tobytes(), started, METADATA_VERSION,
-                  T0 + 60.0 * float(rank[k]), *camera_of(k)) for k in range(start, min(n, start + CHUNK))))
-        db.execute("INSERT OR IGNORE INTO cameras SELECT DISTINCT make, model FROM images")  # as write_metadata does
-        db.execute("UPDATE meta SET value='1' WHERE key='seq'")
-        db.execute("UPDATE meta SET value=? WHERE key='image_count'", (str(n),))
-    db.close()
+    rank = np.random.default_rng(seed + 1).permutation(n)  # date order independent of the embeddings
+    paths = benchlib.stub_files(folder / "photos", n)  # searches skip results whose files are gone
+
+    def row(k: int) -> StoredImage:
+        make, model = camera_of(k)
+        metadata = ImageMetadata(taken_at=T0 + 60.0 * float(rank[k]), taken_at_source="exif", width=4000,
+                                 height=3000, format="jpeg", make=make, model=model)
+        return StoredImage(paths[k], 1, 1, k.to_bytes(16, "little"), vectors[k], metadata=metadata)
+
+    catalog = benchlib.synthetic_catalog(folder / "catalog.sqlite", DIM)
+    benchlib.write_rows(catalog, n, row, CHUNK)
+    catalog.close()
+    (folder / "complete").touch()
     print(f"built {n}-image catalog in {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
     return queries
 
@@ -98,8 +88,7 @@ def measure(library: Library, queries: np.ndarray, filters: SearchFilters, count
             exact = {h.id for h in library.search_vector(q, LIMIT, exact=True, filters=filters)}
             recalls.append(len(exact & {h.id for h in hits}) / max(len(exact), 1))
             assert len(hits) == len(exact)
-    return {"p50_ms": round(float(np.median(times)), 2), "p95_ms": round(float(np.percentile(times, 95)), 2),
-            "recall": round(float(np.mean(recalls)), 4)}
+    return {**benchlib.percentiles(times), "recall": round(float(np.mean(recalls)), 4)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -107,15 +96,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--images", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work", type=Path, default=ROOT / ".bench")
+    parser.add_argument("--work", type=Path, default=benchlib.WORK)
     args = parser.parse_args(argv)
     folder = args.work / f"filters-{args.images}"
     queries = build(folder, args.images, args.seed)
     library = Library.open(folder, notice=lambda m: print(m, file=sys.stderr))
     started = time.perf_counter()
-    if library._readable_index() is None:
+    if library.status().index == "none":
         library.repair()  # what the index run that made a real library would have done
-    print(f"index ready in {time.perf_counter() - started:.1f}s ({library._readable_index().kind})", file=sys.stderr)
+    print(f"index ready in {time.perf_counter() - started:.1f}s ({library.status().index})", file=sys.stderr)
     unfiltered = [library.search_vector(q, LIMIT) for q in queries[:3]]
     start = time.perf_counter()
     for q in queries[:args.queries]:
@@ -130,8 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{kind:>6} {share:>6.1%}: p50 {figures['p50_ms']:7.2f} ms  p95 {figures['p95_ms']:7.2f} ms  "
                   f"recall@{LIMIT} {figures['recall']:.3f}", flush=True)
     result["worst_p50_ms"] = max(v["p50_ms"] for v in result.values() if isinstance(v, dict))
-    print(json.dumps(result))
-    return result
+    return benchlib.emit(result)
 
 
 if __name__ == "__main__":

@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import benchlib
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_search import synthetic  # noqa: E402
+from benchlib import synthetic
 
 DIM = 512
 CHUNK = 20_000
@@ -60,18 +57,13 @@ print(json.dumps({"imports_s": imported - started, "load_s": load, "index_ready_
 """
 
 
-def build_catalog(folder: Path, vectors: np.ndarray) -> None:
-    """Insert the vectors through Catalog.apply (the product's write path), CHUNK rows per transaction."""
-    from indexer.catalog.store import BatchWrite, Catalog, StoredImage
+def add_rows(catalog, vectors: np.ndarray, start: int, stop: int, chunk: int = CHUNK) -> None:
+    """Rows start..stop-1 of `vectors` through Catalog.apply (the product's write path), `chunk` per transaction."""
+    from indexer.catalog.store import StoredImage
 
-    catalog = Catalog.create(folder / "catalog.sqlite", {"model": "synthetic", "pretrained": "", "dim": str(DIM)})
-    try:
-        for start in range(0, len(vectors), CHUNK):
-            rows = [StoredImage(f"/synthetic/{n // 1000:05d}/{n:08d}.jpg".encode(), 1, 1, n.to_bytes(16, "little"),
-                                vectors[n]) for n in range(start, min(start + CHUNK, len(vectors)))]
-            catalog.apply(BatchWrite(stored=rows))
-    finally:
-        catalog.close()
+    benchlib.write_rows(catalog, stop - start, lambda k: StoredImage(
+        f"/synthetic/{(start + k) // 1000:05d}/{start + k:08d}.jpg".encode(), 1, 1,
+        (start + k).to_bytes(16, "little"), vectors[start + k]), chunk)
 
 
 def writer_build(folder: Path) -> float:
@@ -84,7 +76,7 @@ def writer_build(folder: Path) -> float:
 
 def probe(folder: Path, mode: str) -> dict:
     out = subprocess.run([sys.executable, "-c", _PROBE, str(folder), mode], capture_output=True, text=True,
-                         check=True, env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)))
+                         check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -98,15 +90,16 @@ def main() -> None:
     vectors, queries = synthetic(args.vectors + args.behind, 1)
     np.save(work / "query.npy", queries[:1])
     started = time.perf_counter()
-    build_catalog(work, vectors[:args.vectors])
+    catalog = benchlib.synthetic_catalog(work / "catalog.sqlite", DIM)
+    add_rows(catalog, vectors, 0, args.vectors)
+    catalog.close()
     insert_s = time.perf_counter() - started
     build_s = writer_build(work)
     loaded = probe(work, "load")  # the saved file, up to date
-    from indexer.catalog.store import BatchWrite, Catalog, StoredImage
+    from indexer.catalog.store import Catalog
 
     catalog = Catalog.open(work / "catalog.sqlite", writable=True)
-    catalog.apply(BatchWrite(stored=[StoredImage(f"/synthetic/new/{n}.jpg".encode(), 1, 1, b"new" + n.to_bytes(8, "little"),
-                                                 vectors[n]) for n in range(args.vectors, args.vectors + args.behind)]))
+    add_rows(catalog, vectors, args.vectors, args.vectors + args.behind, chunk=max(args.behind, 1))  # one commit
     catalog.close()
     behind = probe(work, "behind")
     data = bytearray((work / "vectors.faiss").read_bytes())
@@ -114,19 +107,17 @@ def main() -> None:
     (work / "vectors.faiss").write_bytes(bytes(data))
     damaged = probe(work, "damaged")
     repair_s = writer_build(work)
-    for name in os.listdir(work):
-        os.unlink(work / name)
-    os.rmdir(work)
+    shutil.rmtree(work)
     print(f"catalog insert {insert_s:.1f} s, writer build {build_s:.1f} s, load {loaded['load_s']:.2f} s, "
           f"behind by {args.behind}: ready {behind['index_ready_s']:.2f} s, damaged: exact answer "
           f"{damaged['total_s']:.2f} s, repair {repair_s:.1f} s", file=sys.stderr)
-    print(json.dumps({"vectors": args.vectors, "behind_rows": args.behind, "catalog_insert_s": round(insert_s, 1),
-                      "writer_build_s": round(build_s, 1), "load_s": round(loaded["load_s"], 3),
-                      "behind_ready_s": round(behind["index_ready_s"], 3),
-                      "behind_catch_up_beyond_load_s": round(behind["index_ready_s"] - behind["load_s"], 3),
-                      "behind_query_s": round(behind["query_s"], 3), "behind_exact": behind["exact"],
-                      "damaged_answer_s": round(damaged["total_s"], 3), "damaged_exact": damaged["exact"],
-                      "damaged_notice": damaged["notices"][:1], "repair_s": round(repair_s, 1)}))
+    benchlib.emit({"vectors": args.vectors, "behind_rows": args.behind, "catalog_insert_s": round(insert_s, 1),
+                   "writer_build_s": round(build_s, 1), "load_s": round(loaded["load_s"], 3),
+                   "behind_ready_s": round(behind["index_ready_s"], 3),
+                   "behind_catch_up_beyond_load_s": round(behind["index_ready_s"] - behind["load_s"], 3),
+                   "behind_query_s": round(behind["query_s"], 3), "behind_exact": behind["exact"],
+                   "damaged_answer_s": round(damaged["total_s"], 3), "damaged_exact": damaged["exact"],
+                   "damaged_notice": damaged["notices"][:1], "repair_s": round(repair_s, 1)})
 
 
 if __name__ == "__main__":

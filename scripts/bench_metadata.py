@@ -16,27 +16,22 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
+import benchlib
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+from indexer.catalog import writes
+from indexer.catalog.store import StoredImage
+from indexer.images.decode import PreprocessConfig, decode_for_index
+from indexer.images.metadata import header_metadata, read_metadata
+from indexer.model.random_weights import OPENAI_MEAN, OPENAI_STD
 
-from bench_index import make_photo  # noqa: E402
-from indexer.catalog import store as catalog_module  # noqa: E402
-from indexer.catalog.store import BatchWrite, Catalog, StoredImage  # noqa: E402
-from indexer.images.decode import PreprocessConfig, decode_for_index  # noqa: E402
-from indexer.images.metadata import header_metadata, read_metadata  # noqa: E402
-
-CFG = PreprocessConfig(224, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+CFG = PreprocessConfig(224, tuple(OPENAI_MEAN), tuple(OPENAI_STD))  # ViT-B-32's
 INDEX_IMAGES_PER_S = 17.9  # README, bench_index steady state on the reference machine
 REFERENCE_DECODE_MS = 32.7  # README, best decode on the reference machine: the share against it is the larger one
 
@@ -49,16 +44,11 @@ def camera_jpeg(seed: int) -> bytes:
     sub[0x9003], sub[0x9011], sub[0xA434] = "2023:06:14 10:00:00", "+02:00", "RF24-70mm F2.8 L IS USM"
     sub[0x927C] = bytes(30_000)
     exif.get_ifd(0x8825).update({1: "N", 2: (48.0, 51.0, 23.64), 3: "E", 4: (2.0, 21.0, 7.9)})
-    buf = io.BytesIO()
-    make_photo(seed).save(buf, "JPEG", quality=90, exif=exif.tobytes())
-    return buf.getvalue()
+    return benchlib.photo_jpeg(seed, exif=exif)
 
 
-def per_item_ms(fn: Callable[[bytes], object], datas: list[bytes]) -> float:
-    start = time.perf_counter()
-    for data in datas:
-        fn(data)
-    return 1000 * (time.perf_counter() - start) / len(datas)
+def per_item_ms(fn, datas: list[bytes]) -> float:
+    return 1000 * benchlib.per_item_seconds(fn, datas)
 
 
 def extraction_ms(datas: list[bytes]) -> float:
@@ -76,20 +66,18 @@ def extraction_ms(datas: list[bytes]) -> float:
 def store_ms(folder: Path, rows: int, with_metadata: bool, meta) -> float:
     """Per-row time to commit batches of 32 rows (paths new each time)."""
     path = folder / f"catalog-{with_metadata}-{time.monotonic_ns()}.sqlite"
-    catalog = Catalog.create(path, {"model": "bench", "pretrained": "", "dim": "512"})
+    catalog = benchlib.synthetic_catalog(path)
     vectors = np.random.default_rng(0).standard_normal((rows, 512)).astype(np.float32)
-    real = catalog_module.write_metadata
+    real = writes.write_metadata
     if not with_metadata:
-        catalog_module.write_metadata = lambda *args: None  # the code before metadata
+        writes.write_metadata = lambda *args: None  # the code before metadata
     try:
         start = time.perf_counter()
-        for s in range(0, rows, 32):
-            catalog.apply(BatchWrite(stored=[
-                StoredImage(b"/p/%08d.jpg" % k, 1, 1, os.urandom(16), vectors[k], metadata=meta)
-                for k in range(s, min(rows, s + 32))]))
+        benchlib.write_rows(catalog, rows, lambda k: StoredImage(b"/p/%08d.jpg" % k, 1, 1, os.urandom(16), vectors[k],
+                                                                 metadata=meta), chunk=32)
         return 1000 * (time.perf_counter() - start) / rows
     finally:
-        catalog_module.write_metadata = real
+        writes.write_metadata = real
         catalog.close()
 
 
@@ -121,11 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
               "worker_share": round(worker_share, 4), "commit_share": round(commit_share, 4),
               "throughput_cost": round(max(worker_share, 0) + max(commit_share, 0), 4),
               "exif_bytes": len(Image.open(io.BytesIO(datas[0])).info.get("exif", b""))}
-    for key, value in result.items():
-        print(f"{key:>24}: {value}")
-    print(json.dumps(result))
-    return result
-
+    return benchlib.emit(result, width=24)
 
 if __name__ == "__main__":
     main()

@@ -15,38 +15,23 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
+import benchlib
 import numpy as np
+from benchlib import DIM, K, memory_mb
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-DIM, K, CHUNK, FETCH = 512, 10, 100_000, 20
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+FETCH = 20
 
 
 def generate(n: int, q: int, work: Path, seed: int) -> tuple[np.memmap, np.ndarray]:
-    """bench_search.py's CLIP-like synthetic data, written a chunk at a time to work/vectors.f32."""
-    rng = np.random.default_rng(seed)
-    common, offset = unit(rng.standard_normal((2, DIM)))
-    topics = unit(rng.standard_normal((64, DIM)))
-    centres = unit(1.3 * common + 0.8 * topics[rng.integers(0, 64, 4000)] + unit(rng.standard_normal((4000, DIM))))
-    weights = rng.lognormal(0.0, 1.0, len(centres))
-    weights /= weights.sum()
+    """bench_search.py's CLIP-like synthetic data (benchlib.synthetic), written a chunk at a time to
+    work/vectors.npy."""
     images = np.lib.format.open_memmap(work / "vectors.npy", mode="w+", dtype=np.float32, shape=(n, DIM))
-    for start in range(0, n, CHUNK):
-        stop = min(n, start + CHUNK)
-        noise = rng.standard_normal((stop - start, DIM), dtype=np.float32) * np.float32(0.6 / np.sqrt(DIM))
-        images[start:stop] = unit(centres[rng.choice(len(centres), stop - start, p=weights)] + noise)
+    _, queries = benchlib.synthetic(n, q, DIM, seed, out=images)
     images.flush()
-    noise = rng.standard_normal((q, DIM), dtype=np.float32) / np.float32(np.sqrt(DIM))
-    queries = unit(0.5 * centres[rng.choice(len(centres), q, p=weights)] + offset + noise)
+    del images
     np.save(work / "queries.npy", queries)
     return np.load(work / "vectors.npy", mmap_mode="r"), queries
 
@@ -82,36 +67,6 @@ class RowReader:
                          for i in ids])
 
 
-class PeakMemory:
-    """Samples this process's RssAnon (memory of its own, not mapped file pages) in a thread; keeps the peak."""
-
-    def __init__(self) -> None:
-        self.peak_anon_mb = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            self.peak_anon_mb = max(self.peak_anon_mb, memory_mb().get("RssAnon", 0.0))
-
-    def stop(self) -> float:
-        self._stop.set()
-        self._thread.join()
-        return self.peak_anon_mb
-
-
-def memory_mb() -> dict:
-    """This process's resident memory: total, anonymous (its own), file-backed (mapped index pages: page cache the
-    kernel takes back under pressure, shared with other processes mapping the same file)."""
-    fields = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
-            fields[name] = int(value.split()[0]) / 1024
-    return fields
-
-
 def query_process(work: Path, nprobes: list[int]) -> dict:
     """In a fresh process: open the mapped index, answer each query alone, re-rank exactly, report."""
     from indexer.vectors.ondisk_ivf import open_ondisk
@@ -135,9 +90,8 @@ def query_process(work: Path, nprobes: list[int]) -> dict:
             scores = rows.read(candidates) @ query
             found.append(candidates[np.argsort(-scores)[:K]])
             times.append((time.perf_counter() - t) * 1000)
-        recall = float(np.mean([len(set(f) & set(e)) / K for f, e in zip(found, exact)]))
-        results[nprobe] = dict(recall_at_10=round(recall, 4), p50_ms=round(float(np.median(times)), 2),
-                               p95_ms=round(float(np.percentile(times, 95)), 2))
+        results[nprobe] = dict(recall_at_10=round(benchlib.recall_at_k(found, exact), 4),
+                               **benchlib.percentiles(times))
     return dict(open_s=round(open_s, 3), by_nprobe=results, memory_mb={k: round(v) for k, v in memory_mb().items()})
 
 
@@ -146,7 +100,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--vectors", type=int, default=5_000_000)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--nprobe", type=int, nargs="+", default=[32, 64, 128])
-    parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "ondisk")
+    parser.add_argument("--work", type=Path, default=benchlib.WORK / "ondisk")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the generated vectors and the index")
     parser.add_argument("--query-only", action="store_true", help=argparse.SUPPRESS)
@@ -156,7 +110,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.query_only:
-        print(json.dumps(query_process(args.work, args.nprobe)))
+        benchlib.emit(query_process(args.work, args.nprobe))
         return
     args.work.mkdir(parents=True, exist_ok=True)
     try:
@@ -164,13 +118,13 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if not args.keep:
             shutil.rmtree(args.work, ignore_errors=True)
-    print(json.dumps(summary))
+    benchlib.emit(summary)
 
 
 def run(args: argparse.Namespace) -> dict:
     from indexer.vectors.ondisk_ivf import build_ondisk, lists_path
 
-    log = lambda message: print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)  # noqa: E731
+    log = lambda message: print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
     t = time.perf_counter()
     vectors, queries = generate(args.vectors, args.queries, args.work, args.seed)
     log(f"generated {args.vectors} x {DIM} in {time.perf_counter() - t:.0f}s")
@@ -178,9 +132,9 @@ def run(args: argparse.Namespace) -> dict:
     np.save(args.work / "exact.npy", exact_top(vectors, queries))
     log(f"exact top-{K} of {args.queries} queries in {time.perf_counter() - t:.0f}s")
     t = time.perf_counter()
-    peak = PeakMemory()
+    peak = benchlib.TreeWatch(os.getpid(), interval=0.5, field="RssAnon")  # its own memory, not mapped file pages
     build_ondisk(vectors, np.arange(args.vectors), args.work / "index.faiss", progress=log)
-    build_anon_mb = peak.stop()
+    build_anon_mb = peak.stop().peak_mb
     build_s = time.perf_counter() - t
     log(f"built in {build_s:.0f}s")
     child = subprocess.run([sys.executable, __file__, "--query-only", "--work", str(args.work),

@@ -10,29 +10,25 @@ ViT-B-32 (speed does not depend on the weights). The last line printed is one JS
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
-
-from bench_index import ensure_model, ensure_photos, index_steady_ips, photo_set, run_index  # noqa: E402
+import benchlib
+from benchlib import index_steady_ips, photo_set, run_index
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=24, help="photos in the small run (the large one is 4N)")
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--cache", type=Path, default=ROOT / ".bench", help="photos, model and scratch libraries")
+    parser.add_argument("--cache", type=Path, default=benchlib.WORK, help="photos, model and scratch libraries")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    photos = ensure_photos(args.cache / "photos", 4 * args.n)
-    model_dir = ensure_model(args.cache / "models" / "ViT-B-32")
+    photos = benchlib.write_photos(args.cache / "photos", 4 * args.n)
+    model_dir = benchlib.random_model(args.cache)
     work = args.cache / "work-ray"
     run_index(photo_set(photos, min(8, args.n), work), model_dir, work / "warm", [])  # file cache, bytecode
     rates: dict[str, list[float]] = {"local": [], "ray": []}
@@ -52,8 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
                    ray_end_to_end_ips=round(statistics.median(end_to_end["ray"]), 2),
                    ratio_end_to_end=round(statistics.median(end_to_end["ray"]) /
                                           statistics.median(end_to_end["local"]), 3))
-    print(json.dumps(summary))
-    return summary
+    return benchlib.emit(summary)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,8 @@ Reports recall@10 vs exact, queries/s vs the flat index (same query batch, same 
 (saved index file size / N), build/save/load time, RSS, and an estimate of re-ranking through SQLite.
 The last line printed is one JSON object.
 
-Synthetic data (default) mimics CLIP's geometry: image embeddings share a strong common direction,
-belong to one of 64 broad topics and to one of 4000 Gaussian clusters with log-normal sizes, and a point
-is its cluster centre plus isotropic noise, normalised (nearest-image cosine ~0.77, mean pair cosine
-~0.38). Text queries are a cluster centre pulled towards a shared "modality offset" direction plus noise,
-normalised, so their best image sits at cosine ~0.33 (mean ~0.14), as CLIP text queries do.
+Synthetic data (default): CLIP-like image embeddings and text-like queries, benchlib.synthetic (its docstring
+gives the geometry: nearest-image cosine ~0.77, best text-to-image cosine ~0.33, as with CLIP).
 
 Then (unless --library-images 0) query latency of the real CLI on a generated ViT-B-32 library (query_latency.py):
 a new process per query with a warm page cache, and with a cold one (library, packages, project source and
@@ -21,8 +18,6 @@ also timed after eviction. --vectors 0 runs only the CLI latencies.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import resource
 import sqlite3
 import subprocess
@@ -31,36 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import benchlib
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
-
-DIM = 512
-K = 10
-CHUNK = 100_000
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-def synthetic(n: int, q: int, dim: int = DIM, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(images (n, dim), text-like queries (q, dim)), float32 unit rows; see the module docstring."""
-    rng = np.random.default_rng(seed)
-    common, offset = unit(rng.standard_normal((2, dim)))
-    topics = unit(rng.standard_normal((64, dim)))
-    centres = unit(1.3 * common + 0.8 * topics[rng.integers(0, 64, 4000)] + unit(rng.standard_normal((4000, dim))))
-    weights = rng.lognormal(0.0, 1.0, len(centres))
-    weights /= weights.sum()
-    images = np.empty((n, dim), np.float32)
-    for start in range(0, n, CHUNK):
-        stop = min(n, start + CHUNK)
-        noise = rng.standard_normal((stop - start, dim), dtype=np.float32) * np.float32(0.6 / np.sqrt(dim))
-        images[start:stop] = unit(centres[rng.choice(len(centres), stop - start, p=weights)] + noise)
-    noise = rng.standard_normal((q, dim), dtype=np.float32) / np.float32(np.sqrt(dim))
-    queries = unit(0.5 * centres[rng.choice(len(centres), q, p=weights)] + offset + noise)
-    return images, queries
+from benchlib import K, recall_at_k, synthetic
 
 
 def load_matrix(path: Path) -> np.ndarray:
@@ -74,8 +42,7 @@ def load_matrix(path: Path) -> np.ndarray:
 
 
 def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return benchlib.memory_mb()["VmRSS"]
 
 
 def peak_rss_mb() -> float:
@@ -106,10 +73,6 @@ def single_query_ms(index, queries: np.ndarray, rerank, count: int = 200) -> lis
         index.search(row[None, :], K, rerank=rerank)
         times.append((time.perf_counter() - start) * 1000)
     return times
-
-
-def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
-    return float(np.mean([len(set(a) & set(e)) / exact.shape[1] for a, e in zip(approx, exact)]))
 
 
 def sqlite_rerank_ms(vectors: np.ndarray, fetch: int, trials: int = 200, rows: int = 100_000) -> list[float]:
@@ -152,7 +115,7 @@ def cold_cli_latencies(args: argparse.Namespace) -> dict:
     return figures
 
 
-def spread(values: list[float], digits: int = 2) -> str:
+def described(values: list[float], digits: int = 2) -> str:
     return f"median {np.median(values):.{digits}f} (min {min(values):.{digits}f}, max {max(values):.{digits}f})"
 
 
@@ -172,7 +135,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--library-images", type=int, default=100_000,
                         help="size of the generated library for CLI latencies (0 skips them)")
     parser.add_argument("--cold-runs", type=int, default=7, help="cold CLI runs per query kind (median reported)")
-    parser.add_argument("--work", default=str(Path(__file__).resolve().parent.parent / ".bench"),
+    parser.add_argument("--work", default=str(benchlib.WORK),
                         help="folder for the generated library and model (reused between runs)")
     return parser.parse_args(argv)
 
@@ -187,15 +150,16 @@ def make_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
 
 def measure_ann(vectors: np.ndarray, queries: np.ndarray) -> tuple[dict, np.ndarray]:
     """Build, search (batch and one by one), save and reload the index the library would choose."""
-    from indexer.vectors.index import VectorIndex
     from page_cache import evict, resident
+
+    from indexer.vectors.index import VectorIndex
 
     rss_before = rss_mb()
     start = time.perf_counter()
     index = VectorIndex.build(vectors.shape[1], np.arange(len(vectors)), vectors)
     build_s = time.perf_counter() - start
     rerank = vectors.__getitem__  # in memory here; the product reads the blobs from SQLite (see sqlite_rerank_ms)
-    search = lambda q: index.search(q, K, rerank=rerank)  # noqa: E731
+    search = lambda q: index.search(q, K, rerank=rerank)
     search(queries[:10])
     batch = timed_batches(search, queries, 3)
     _, found = search(queries)
@@ -234,7 +198,7 @@ def measure_flat(vectors: np.ndarray, queries: np.ndarray) -> tuple[dict, np.nda
     from indexer.vectors.index import FLAT, VectorIndex
 
     index = VectorIndex.build(vectors.shape[1], np.arange(len(vectors)), vectors, kind=FLAT)
-    search = lambda q: index.search(q, K)  # noqa: E731
+    search = lambda q: index.search(q, K)
     batch = timed_batches(search, queries, 2)
     _, exact = search(queries)
     return dict(batch_s=batch, single_ms=single_query_ms(index, queries, None, count=20)), exact
@@ -250,12 +214,12 @@ def report(args: argparse.Namespace, n: int, q: int, ann: dict, flat: dict, extr
         ("index", index),
         ("vectors x queries", f"{n} x {q}, threads {extra['threads']}"),
         ("recall@10 vs exact", f"{extra['recall']:.4f}"),
-        ("ANN batch s", spread(ann["batch_s"]) + f" -> {qps:.0f} q/s (in-memory re-rank)"),
-        ("flat batch s", spread(flat["batch_s"]) + f" -> {flat_qps:.0f} q/s"),
+        ("ANN batch s", described(ann["batch_s"]) + f" -> {qps:.0f} q/s (in-memory re-rank)"),
+        ("flat batch s", described(flat["batch_s"]) + f" -> {flat_qps:.0f} q/s"),
         ("speedup vs flat", f"{qps / flat_qps:.1f}x"),
-        ("ANN single query ms", spread(ann["single_ms"])),
-        ("flat single query ms", spread(flat["single_ms"])),
-        ("SQLite re-rank ms/query", spread(extra["sqlite_ms"]) + f" ({ann['fetch']} blobs; not in q/s above)"),
+        ("ANN single query ms", described(ann["single_ms"])),
+        ("flat single query ms", described(flat["single_ms"])),
+        ("SQLite re-rank ms/query", described(extra["sqlite_ms"]) + f" ({ann['fetch']} blobs; not in q/s above)"),
         ("bytes/vector", f"{ann['file_bytes'] / n:.1f} (saved index file size / N)"),
         ("build s", f"{ann['build_s']:.1f}"),
         ("save s / load s", f"{ann['save_s']:.2f} / {ann['load_s']:.2f} warm cache, {ann['load_cold_s']:.2f} cold"
@@ -263,7 +227,7 @@ def report(args: argparse.Namespace, n: int, q: int, ann: dict, flat: dict, extr
         ("first query after load ms", f"{ann['first_query_ms']:.1f} warm cache, {ann['first_query_cold_ms']:.1f} cold"),
         ("index RSS MB", f"{ann['index_rss_mb']:.0f} (RSS growth over the build)"),
         ("peak RSS MB", f"{ann['peak_rss_after_build_mb']:.0f} after build, {peak_rss_mb():.0f} overall"),
-        ("import faiss s", spread(extra["import_faiss_s"], 3)),
+        ("import faiss s", described(extra["import_faiss_s"], 3)),
     ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
@@ -285,7 +249,7 @@ def report(args: argparse.Namespace, n: int, q: int, ann: dict, flat: dict, extr
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.vectors == 0:
-        print(json.dumps(cold_cli_latencies(args)))
+        benchlib.emit(cold_cli_latencies(args))
         return
     if args.ondisk:
         import bench_ondisk
@@ -309,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
                  sqlite_ms=sqlite_rerank_ms(vectors, ann["fetch"]))
     summary = report(args, len(vectors), len(queries), ann, flat, extra)
     summary.update(cold_cli_latencies(args))
-    print(json.dumps(summary))
+    benchlib.emit(summary)
 
 
 if __name__ == "__main__":

@@ -16,51 +16,21 @@ and indexing throughput with thumbnails against without. The last line printed i
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
-import re
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from query_latency import query_texts  # noqa: E402
+import benchlib
+from benchlib import Server, query_texts
 
 CHROMIUM = "/usr/bin/chromium"
 
 
-class Server:
-    """`searchengine serve --port 0` on a library, stopped with Ctrl-C."""
-
-    def __init__(self, library: Path):
-        self.library = library
-        env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-        self.proc = subprocess.Popen([sys.executable, "-m", "searchengine", "serve", "--library", str(library),
-                                      "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env=env)
-        line = self.proc.stdout.readline()
-        found = re.search(r"http://localhost:(\d+)/", line)
-        if not found:
-            raise RuntimeError(f"serve did not start: {line} {self.proc.stderr.read()}")
-        self.port = int(found.group(1))
-        self.url = f"http://localhost:{self.port}/"
-
-    def connection(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection("localhost", self.port, timeout=60)
-
-    def stop(self) -> None:
-        self.proc.send_signal(2)
-        self.proc.wait(60)
-
-
-def get(conn: http.client.HTTPConnection, path: str) -> tuple[int, bytes]:
+def get(conn, path: str) -> tuple[int, bytes]:
     conn.request("GET", path)
     response = conn.getresponse()
     return response.status, response.read()
@@ -75,14 +45,12 @@ def timed(conn, path: str) -> float:
 
 
 def percentiles(times: list[float]) -> dict:
-    times = sorted(times)
-    return {"p50_ms": round(times[len(times) // 2], 2), "p95_ms": round(times[int(len(times) * 0.95)], 2),
-            "n": len(times)}
+    return {**benchlib.percentiles(times), "n": len(times)}
 
 
 def latencies(server: Server, queries: int) -> dict:
     """HTTP and in-process text queries interleaved (same texts, same moment), then similar and thumbnails."""
-    from searchengine.library.api import Library
+    from searchengine import Library
 
     conn = server.connection()
     first = json.loads(get(conn, "/api/search?q=warm-up&limit=50")[1])["results"]
@@ -116,10 +84,8 @@ def real_thumbnails(conn) -> list[str]:
 
 
 def load_while_indexing(server: Server, library: Path, work: Path, clients: int, seconds: float, add: int) -> dict:
-    from images_for_bench import write_photos
-
     folder = work / f"added-{int(time.time())}"
-    added = write_photos(folder, add, seed=int(time.time()) % 10000)
+    added = benchlib.write_photos(folder, add, seed=int(time.time()) % 10000, size=benchlib.SMALL_PHOTO)
     conn = server.connection()
     ids = [h["id"] for h in json.loads(get(conn, "/api/search?q=a&limit=50")[1])["results"]]
     thumbs = real_thumbnails(conn)
@@ -145,9 +111,8 @@ def load_while_indexing(server: Server, library: Path, work: Path, clients: int,
             n += 1
         c.close()
 
-    indexer = subprocess.Popen([sys.executable, "-m", "searchengine", "index", str(folder), "--library", str(library),
-                                "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT)))
+    indexer = subprocess.Popen([*benchlib.SEARCHENGINE, "index", str(folder), "--library", str(library), "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=benchlib.cli_env())
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
     for t in threads:
         t.start()
@@ -201,15 +166,13 @@ def browser_first_page(server: Server, runs: int) -> dict:
 
 def thumbnail_throughput(n: int, rounds: int, work: Path) -> dict:
     """bench_index's steady-state `index` rate with and without thumbnails, interleaved."""
-    import bench_index
-
-    photos = bench_index.ensure_photos(work / "photos", 4 * n)
-    model_dir = bench_index.ensure_model(work / "models" / "ViT-B-32")
+    photos = benchlib.write_photos(work / "photos", 4 * n)
+    model_dir = benchlib.random_model(work)
     rates: dict[str, list[float]] = {"with": [], "without": []}
     for _ in range(rounds):
         for label, value in (("without", "0"), ("with", "1")):
             os.environ["SEARCHENGINE_THUMBNAILS"] = value
-            rate, _, _ = bench_index.index_steady_ips(photos, n, model_dir, work / "work", [])
+            rate, _, _ = benchlib.index_steady_ips(photos, n, model_dir, work / "work")
             rates[label].append(round(rate, 2))
     os.environ.pop("SEARCHENGINE_THUMBNAILS", None)
     ratio = statistics.median(rates["with"]) / statistics.median(rates["without"])
@@ -227,7 +190,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--browser-runs", type=int, default=5)
     parser.add_argument("--n", type=int, default=24, help="bench_index N for the thumbnail A/B (0 skips)")
     parser.add_argument("--rounds", type=int, default=2, help="A/B rounds")
-    parser.add_argument("--work", type=Path, default=ROOT / ".bench")
+    parser.add_argument("--work", type=Path, default=benchlib.WORK)
     return parser.parse_args(argv)
 
 
@@ -236,9 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.work.mkdir(parents=True, exist_ok=True)
     result: dict = {"machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"}
     if args.images:
-        from images_for_bench import synthetic_library
-
-        library = synthetic_library(args.work, args.images)
+        library, _ = benchlib.grown_library(args.work, args.images, "serve", seed=1)
         server = Server(library)
         try:
             result["library_images"] = args.images
@@ -250,9 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
         finally:
             server.stop()
     if args.browser_images:
-        from images_for_bench import photo_library
-
-        library = photo_library(args.work, args.browser_images)
+        library = benchlib.photo_library(args.work, args.browser_images)
         server = Server(library)
         try:
             result["browser_first_page"] = {"library_images": args.browser_images,
@@ -263,8 +222,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.n:
         result["thumbnails_ab"] = thumbnail_throughput(args.n, args.rounds, args.work)
         print("thumbnails", json.dumps(result["thumbnails_ab"]), flush=True)
-    print(json.dumps(result))
-    return result
+    return benchlib.emit(result)
 
 
 if __name__ == "__main__":

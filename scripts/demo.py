@@ -44,11 +44,10 @@ def searchengine(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=check, text=True, capture_output=True)
 
 
-def build_random_model() -> str:
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from random_model import build_random_model as build
+def random_model() -> str:
+    from indexer.model.random_weights import build_random_model
 
-    return "local-dir:" + str(build(FALLBACK_MODEL, "ViT-B-32"))
+    return "local-dir:" + str(build_random_model(FALLBACK_MODEL, "ViT-B-32"))
 
 
 def main() -> None:
@@ -60,7 +59,7 @@ def main() -> None:
             sys.exit(first.returncode)
         print("\n*** Pretrained weights are not reachable here: the demo goes on with a RANDOM-weight ViT-B-32, ***\n"
               "*** so the pipeline is real but the rankings below are meaningless. See README: offline weights. ***\n")
-        first = searchengine("index", str(SAMPLE), "--model", build_random_model())
+        first = searchengine("index", str(SAMPLE), "--model", random_model())
     print(first.stderr.strip())
     for query in (["search", "a cat", "--limit", "5"], ["search", "--image", str(SAMPLE / "coffee.jpg"), "--limit", "5"]):
         print(searchengine(*query).stdout)

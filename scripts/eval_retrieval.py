@@ -25,9 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 KS = (1, 5, 10)
 
 
@@ -111,7 +108,7 @@ def evaluate(data: Dataset, library_dir: Path, model: str | None, pretrained: st
              batch_size: int = 32) -> dict:
     """Index, search every caption, rank captions for every image; the figures as a dict."""
     from indexer.pipeline.local import IndexOptions
-    from searchengine.library.api import Library
+    from searchengine import Library, Term
 
     links = scratch_folder(data.images, library_dir / "images")
     library = Library.open(library_dir / "library")
@@ -124,8 +121,8 @@ def evaluate(data: Dataset, library_dir: Path, model: str | None, pretrained: st
                                for i in range(0, len(data.captions), 256)]) if data.captions else np.zeros((0, 1))
     t2i = [[position[h.path] for h in library.search_vector(row, limit=max(KS))] for row in captions]
     search_s = time.perf_counter() - started
-    encoder, catalog = library._query_encoder(), library._readable_catalog()  # what `search --image` uses
-    images = np.concatenate([encoder.image_file(str(p), catalog) for p in links])
+    # An indexed file's stored embedding, as `search --image` takes it (a one-term query is that unit vector).
+    images = np.stack([library.query_vector([Term("image", str(p))]) for p in links])
     i2t = top_k(images, captions, max(KS))
     per_image: list[set[int]] = [set() for _ in links]
     for caption, image in enumerate(data.caption_image):

@@ -4,55 +4,27 @@ meaningless with random weights; the picture shows the page)."""
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+import benchlib
+import demo
 
-
-def tiny_model(folder: Path) -> Path:
-    """A small random-weight CLIP as a local-dir: model (the page looks the same with any model)."""
-    import json
-
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-
-    from random_model import OPENAI_MEAN, OPENAI_STD
-
-    cfg = {"embed_dim": 64, "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "patch_size": 32},
-           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    model = open_clip.CLIP(**cfg)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {
-        "mean": OPENAI_MEAN, "std": OPENAI_STD, "interpolation": "bicubic", "resize_mode": "shortest"}}))
-    return folder
+from indexer.model.random_weights import TINY, build_random_model
 
 
 def main() -> None:
     from PIL import Image
     from playwright.sync_api import sync_playwright
 
-    import demo
-
     work = Path(tempfile.mkdtemp(prefix="searchengine-shot-"))
     demo.SAMPLE = work / "photos"
     demo.write_sample()
-    model = tiny_model(work / "model")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    model = build_random_model(work / "model", TINY)  # the page looks the same with any model
     library = work / "library"
-    subprocess.run([sys.executable, "-m", "searchengine", "index", str(work / "photos"), "--library", str(library),
-                    "--model", f"local-dir:{model}"], check=True, env=env)
-    server = subprocess.Popen([sys.executable, "-m", "searchengine", "serve", "--library", str(library), "--port", "0"],
-                              stdout=subprocess.PIPE, text=True, env=env)
-    url = server.stdout.readline().strip()
+    benchlib.cli("index", work / "photos", "--library", library, "--model", f"local-dir:{model}")
+    server = benchlib.Server(library)
+    url = server.url
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
@@ -66,10 +38,9 @@ def main() -> None:
             shot = page.screenshot()
             browser.close()
     finally:
-        server.send_signal(2)
-        server.wait(30)
+        server.stop()
     img = Image.open(io.BytesIO(shot)).convert("RGB").resize((880, 512), Image.Resampling.LANCZOS)
-    target = ROOT / "docs" / "screenshot.png"
+    target = benchlib.ROOT / "docs" / "screenshot.png"
     target.parent.mkdir(exist_ok=True)
     img.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(target, optimize=True)
     print(target, target.stat().st_size)
