@@ -1,0 +1,187 @@
+"""Torch-free text path: tokenizer parity with open_clip, numpy text tower export and parity with torch."""
+from __future__ import annotations
+
+import copy
+import json
+import random
+
+import numpy as np
+import pytest
+
+from helpers import REPO
+from helpers.cli import python
+from indexer.model import text_tower
+from indexer.model.random_weights import TINY, TINY_MODEL_CFG, build_random_model
+from indexer.model.tokenizer import ClipTokenizer
+from indexer.model.numpy_text import META_FILE, NumpyTextEncoder
+from indexer.model.text_tower import export_text_tower
+
+TEXTS = [
+    "", " ", "a photo of a dog", "A Photo Of A DOG!", "sunset, beach; waves... (2019)", "café crème brûlée",
+    "naïve résumé", "日本語のテキスト", "中文字符", "한국어", "emoji 🐶🐱👍🏽 test", "ﬁﬂ ligatures",
+    "ＦＵＬＬ width", "&amp; &lt;tag&gt; &quot;quoted&quot;", "&amp;amp;amp;", "<b>bold</b> &nbsp;x",
+    "tabs\tand\nnewlines\r\n", "it's they're we've I'm you'll he'd", "<start_of_text> <end_of_text> inside",
+    "\x1b[31mred\x1b[0m", "mojibake: Ã©tÃ©", "numbers 1234567890 3.14", "“curly” ‘quotes’ — dash…",
+    "x" * 300, "word " * 120, "🐶" * 80, "Ωmega ∑um √x ∞", "  leading and trailing  ", "MiXeD CaSe WoRdS",
+]
+
+
+def _fuzz_texts(count: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    alphabet = [chr(c) for c in range(32, 127)]
+    alphabet += list("\t\n\xa0\u200béüß€–“”’…😀🐶日本語한Ωﬁ")
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 90))) for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def reference_tokenizer():
+    import open_clip
+
+    return open_clip.get_tokenizer("ViT-B-32")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny open_clip model (indexer.model.random_weights, TINY), its tokenizer and a verified export."""
+    import open_clip
+
+    root = tmp_path_factory.mktemp("text-tower")
+    name = "local-dir:" + str(build_random_model(root / "model", arch=TINY))
+    model, _, _ = open_clip.create_model_and_transforms(name)
+    tokenizer = open_clip.get_tokenizer(name)
+    assert export_text_tower(model, tokenizer, root / "export")
+    return model.eval(), tokenizer, root / "export"
+
+
+def _torch_encode(model, tokenizer, texts: list[str]) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model.encode_text(tokenizer(texts), normalize=True).numpy()
+
+
+def test_tokenizer_matches_open_clip(reference_tokenizer):
+    ours = ClipTokenizer()
+    texts = TEXTS + _fuzz_texts(1500)
+    np.testing.assert_array_equal(ours(texts), reference_tokenizer(texts).numpy())
+    assert ours.encoder == reference_tokenizer.encoder
+
+
+def test_ascii_pattern_splits_as_open_clip_does(reference_tokenizer):
+    rng = random.Random(2)
+    every_ascii = [chr(c) for c in range(128)] + ["'s", "'ll", "<end_of_text>", "&amp;", "   "]
+    texts = ["".join(rng.choice(every_ascii) for _ in range(rng.randint(0, 60))) for _ in range(3000)]
+    ours = ClipTokenizer()
+    np.testing.assert_array_equal(ours(texts), reference_tokenizer(texts).numpy())
+    code = ("import sys; from indexer.model.tokenizer import ClipTokenizer\n"
+            "ClipTokenizer()('a dog running on a beach at sunset, 2019!')\n"
+            "assert 'regex' not in sys.modules\n")
+    python(code, cwd=REPO, check=True)
+
+
+def test_plain_ascii_shortcut_is_what_ftfy_does():
+    import ftfy
+
+    rng = random.Random(1)
+    printable = [chr(c) for c in range(32, 127) if chr(c) != "&"]
+    for _ in range(3000):
+        text = "".join(rng.choice(printable) for _ in range(rng.randint(0, 40)))
+        assert ftfy.fix_text(text) == text
+
+
+def test_truncation_keeps_eot_last():
+    ids = ClipTokenizer().token_ids("word " * 200)
+    assert len(ids) == 77 and ids[0] == 49406 and ids[-1] == 49407
+
+
+def test_numpy_encoder_matches_torch(tiny):
+    model, tokenizer, folder = tiny
+    encoder = NumpyTextEncoder.load(folder)
+    got = encoder.encode(TEXTS)
+    expected = _torch_encode(model, tokenizer, TEXTS)
+    assert got.dtype == np.float32 and got.shape == (len(TEXTS), encoder.dim)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert np.min(np.sum(got * expected, axis=1)) >= 0.9999
+
+
+def test_truncated_sequence_is_exact(tiny):
+    _, _, folder = tiny
+    encoder = NumpyTextEncoder.load(folder)
+    ids = [encoder.tokenizer.token_ids(text) for text in TEXTS]
+    full = encoder.encode_ids(ids, truncate=False)
+    np.testing.assert_allclose(encoder.encode_ids(ids), full, atol=2e-6)
+    one_by_one = np.concatenate([encoder.encode_ids([row]) for row in ids])
+    np.testing.assert_allclose(one_by_one, full, atol=2e-6)
+    assert encoder.encode([]).shape == (0, encoder.dim)
+
+
+@pytest.mark.parametrize("variant", [
+    {"quick_gelu": True, "text_cfg": {"ls_init_value": 0.5}},
+    {"text_cfg": {"act_kwargs": {"approximate": "tanh"}, "proj_bias": True, "heads": 4}},
+])
+def test_export_variants_match_torch(variant, tmp_path, reference_tokenizer):
+    import open_clip
+    import torch
+
+    cfg = copy.deepcopy(TINY_MODEL_CFG)
+    cfg["text_cfg"].update(variant.get("text_cfg", {}))
+    torch.manual_seed(3)
+    model = open_clip.CLIP(**cfg, quick_gelu=variant.get("quick_gelu", False)).eval()
+    assert export_text_tower(model, reference_tokenizer, tmp_path / "export")
+    got = NumpyTextEncoder.load(tmp_path / "export").encode(TEXTS)
+    assert np.min(np.sum(got * _torch_encode(model, reference_tokenizer, TEXTS), axis=1)) >= 0.9999
+
+
+def test_load_returns_none_for_missing_or_incompatible(tiny, tmp_path):
+    import shutil
+
+    _, _, folder = tiny
+    assert NumpyTextEncoder.load(tmp_path / "absent") is None
+    copy_dir = tmp_path / "copy"
+    shutil.copytree(folder, copy_dir)
+    meta = json.loads((copy_dir / META_FILE).read_text())
+    (copy_dir / META_FILE).write_text(json.dumps({**meta, "version": 999}))
+    assert NumpyTextEncoder.load(copy_dir) is None
+    (copy_dir / META_FILE).write_text(json.dumps(meta))
+    (copy_dir / "fc_weight.npy").unlink()
+    assert NumpyTextEncoder.load(copy_dir) is None
+
+
+def test_export_refuses_unsupported_models(tiny, tmp_path, monkeypatch):
+    import torch
+
+    model, tokenizer, _ = tiny
+    assert not export_text_tower(torch.nn.Linear(2, 2), tokenizer, tmp_path / "a")
+    monkeypatch.setattr(model, "text_pool_type", "last")
+    assert not export_text_tower(model, tokenizer, tmp_path / "b")
+    monkeypatch.undo()
+    monkeypatch.setattr(tokenizer, "context_length", 32)
+    assert not export_text_tower(model, tokenizer, tmp_path / "c")
+    assert not any(tmp_path.iterdir())
+
+
+def test_failed_verification_leaves_no_export(tiny, tmp_path, monkeypatch):
+    model, tokenizer, _ = tiny
+    monkeypatch.setattr(text_tower, "verify_export", lambda *args: 0.5)
+    assert not export_text_tower(model, tokenizer, tmp_path / "export")
+    assert not any(tmp_path.iterdir())
+
+
+def test_export_replaces_previous_export(tiny, tmp_path):
+    model, tokenizer, _ = tiny
+    dest = tmp_path / "export"
+    assert export_text_tower(model, tokenizer, dest)
+    assert export_text_tower(model, tokenizer, dest)
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]
+    assert NumpyTextEncoder.load(dest) is not None
+
+
+def test_query_path_imports_neither_torch_nor_open_clip(tiny):
+    _, _, folder = tiny
+    code = (
+        "import sys; from indexer.model.numpy_text import NumpyTextEncoder\n"
+        f"assert NumpyTextEncoder.load({str(folder)!r}).encode(['café 🐶', 'a dog']).shape[0] == 2\n"
+        "bad = {'torch', 'open_clip', 'sqlalchemy'} & set(sys.modules)\n"
+        "assert not bad, bad\n"
+    )
+    python(code, cwd=REPO, check=True)

@@ -1,0 +1,73 @@
+"""The numpy text tower is used only when its export is intact; otherwise status says torch and a query says so once."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers.cli import run
+from helpers.images import GOOD, make_library_folder
+from indexer.model.tower_manifest import MANIFEST_FILE
+from searchengine.library.api import Library
+
+
+@pytest.fixture
+def library(isolated, tiny_model_name):
+    photos = make_library_folder(isolated / "photos")
+    run("index", photos[GOOD[0]].parent, "--model", tiny_model_name)
+    return isolated / "library"
+
+
+def status() -> dict:
+    return json.loads(run("status", "--json").stdout)
+
+
+def damage(path) -> None:
+    """Same size, different weights: only a check of the values can tell."""
+    data = bytearray(path.read_bytes())
+    noise = np.random.default_rng(0).normal(0, 5, (len(data) - 128) // 4).astype(np.float32).tobytes()
+    data[128:128 + len(noise)] = noise
+    path.write_bytes(bytes(data))
+
+
+def notices(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "numpy text tower cannot be used" in line]
+
+
+def test_intact_export_is_used_silently(library):
+    figures = status()
+    assert figures["text_encoder"] == "numpy" and figures["text_encoder_note"] == ""
+    assert notices(run("search", "a dog").stderr) == []
+
+
+@pytest.mark.parametrize("harm", ["delete", "damage", "no manifest"])
+def test_broken_export_says_torch_and_query_says_so_once(library, harm):
+    tower = library / "text_tower"
+    expected = Library.open(library).embed(texts=["a red car"])[0]
+    if harm == "delete":
+        (tower / "fc_weight.npy").unlink()
+    elif harm == "damage":
+        damage(tower / "fc_weight.npy")
+    else:
+        (tower / MANIFEST_FILE).unlink()
+    figures = status()
+    assert figures["text_encoder"] == "torch"
+    assert figures["text_encoder_note"]
+    result = run("search", "a dog", "--json")
+    assert len(notices(result.stderr)) == 1 and json.loads(result.stdout)
+    said = []
+    lib = Library.open(library, notice=said.append)
+    got = [lib.embed(texts=["a red car"])[0] for _ in range(3)]
+    lib.search(text="a cat")
+    assert len([m for m in said if "numpy text tower" in m]) == 1
+    for row in got:  # torch's answer, not the damaged export's
+        assert float(row @ expected) > 0.999
+
+
+def test_next_index_run_re_exports_a_broken_export(library):
+    damage(library / "text_tower" / "fc_weight.npy")
+    assert status()["text_encoder"] == "torch"
+    run("index", library.parent / "photos")
+    assert status()["text_encoder"] == "numpy"
+    assert notices(run("search", "a dog").stderr) == []

@@ -1,0 +1,180 @@
+"""The page in a real browser: Playwright driving Debian's Chromium, headless (no browser download).
+
+Each flow saves a screenshot when it fails, in a folder named in the failure message.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from helpers.server import ServerProcess, build_library
+
+CHROMIUM = os.environ.get("SEARCHENGINE_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+TIMEOUT_MS = 30_000
+
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                reason=f"{CHROMIUM} missing (apt-get install chromium; .ci/run does)")
+
+ALL_VISIBLE_DECODED = """() => {
+  const imgs = [...document.querySelectorAll('#grid img')].filter((img) => {
+    const r = img.getBoundingClientRect();
+    return r.bottom > 0 && r.top < window.innerHeight && r.width > 0;
+  });
+  return imgs.length > 0 && imgs.every((img) => img.complete && img.naturalWidth > 0);
+}"""
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, tiny_model_name):
+    base = tmp_path_factory.mktemp("serve-browser")
+    photos, library = build_library(base, tiny_model_name)
+    server = ServerProcess(library)
+    yield {"photos": photos, "library": library, "url": server.url, "shots": base / "screenshots"}
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(site):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not errors, errors
+
+
+@contextmanager
+def flow(page, site, name: str):
+    """Run a flow; on failure leave a screenshot and say where."""
+    try:
+        yield
+    except BaseException as exc:
+        site["shots"].mkdir(parents=True, exist_ok=True)
+        shot = site["shots"] / f"{name}.png"
+        try:
+            page.screenshot(path=str(shot), full_page=True)
+        except Exception:  # noqa: BLE001 - the original failure matters more
+            pass
+        raise AssertionError(f"{name} failed ({exc}); screenshot: {shot}") from exc
+
+
+def search(page, text: str) -> None:
+    page.fill("#q", text)
+    page.press("#q", "Enter")
+    page.wait_for_function(f"() => location.search === '?q={text.replace(' ', '%20')}'")
+    page.wait_for_selector("#grid .tile img")
+    page.wait_for_function(ALL_VISIBLE_DECODED)
+
+
+def first_href(page) -> str:
+    return page.get_attribute("#grid .tile:first-child", "href")
+
+
+def id_of(site, name: str) -> int:
+    from searchengine.library.api import Library
+
+    return next(h.id for h in Library.open(site["library"]).search(text="x", limit=1000)
+                if os.path.basename(h.path) == name)
+
+
+def test_text_query_shows_decoded_thumbnails(page, site):
+    with flow(page, site, "text-query"):
+        page.goto(site["url"])
+        page.wait_for_function("() => /images/.test(document.getElementById('status').textContent)")
+        search(page, "a red bicycle")
+        assert page.locator("#grid .tile").count() >= 20
+        score = page.locator("#grid .tile:first-child .score")
+        page.hover("#grid .tile:first-child")
+        page.wait_for_function("() => getComputedStyle(document.querySelector('#grid .tile .score')).opacity === '1'")
+        assert float(score.text_content()) > 0
+
+
+def test_large_view_and_more_like_this(page, site):
+    with flow(page, site, "large-view"):
+        page.goto(site["url"] + "?q=sunset")
+        page.wait_for_function(ALL_VISIBLE_DECODED)
+        clicked = page.get_attribute("#grid .tile >> nth=2", "href")
+        page.click("#grid .tile >> nth=2")
+        page.wait_for_selector("#viewer", state="visible")
+        page.wait_for_function("() => document.getElementById('large').naturalWidth > 0")
+        path = page.text_content("#path")
+        assert path.startswith(str(site["photos"]))
+        assert "Score" in page.text_content("#facts")
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function(f"() => document.getElementById('path').textContent !== {path!r}")
+        page.keyboard.press("ArrowLeft")
+        page.wait_for_function(f"() => document.getElementById('path').textContent === {path!r}")
+        assert page.get_attribute("#original", "href") == clicked
+        page.click("#similar")
+        image_id = clicked.split("/")[3]
+        page.wait_for_function(f"() => location.search === '?similar={image_id}'")
+        page.wait_for_function(f"() => document.querySelector('#grid .tile') && "
+                               f"document.querySelector('#grid .tile').getAttribute('href') === {clicked!r}")
+        page.wait_for_function(ALL_VISIBLE_DECODED)
+        page.click("#grid .tile >> nth=0")
+        page.wait_for_selector("#viewer", state="visible")
+        page.keyboard.press("Escape")
+        page.wait_for_selector("#viewer", state="hidden")
+
+
+def test_choosing_an_image_file_searches_by_it(page, site):
+    with flow(page, site, "search-by-file"):
+        page.goto(site["url"])
+        target = site["photos"] / "extra04.jpg"
+        page.set_input_files("#pick", str(target))
+        expected = f"/api/images/{id_of(site, 'extra04.jpg')}/file"
+        page.wait_for_function(f"() => document.querySelector('#grid .tile') && "
+                               f"document.querySelector('#grid .tile').getAttribute('href') === {expected!r}")
+        page.wait_for_function(ALL_VISIBLE_DECODED)
+        assert page.locator("#grid .tile").count() >= 10
+
+
+def test_back_restores_previous_results(page, site):
+    with flow(page, site, "back"):
+        page.goto(site["url"])
+        search(page, "mountains")
+        before = [page.get_attribute(f"#grid .tile >> nth={k}", "href") for k in range(5)]
+        search(page, "a cat asleep")
+        page.go_back()
+        page.wait_for_function("() => location.search === '?q=mountains'")
+        page.wait_for_function(f"() => document.querySelector('#grid .tile') && "
+                               f"document.querySelector('#grid .tile').getAttribute('href') === {before[0]!r}")
+        assert [page.get_attribute(f"#grid .tile >> nth={k}", "href") for k in range(5)] == before
+        assert page.input_value("#q") == "mountains"
+
+
+def test_phone_viewport_has_no_horizontal_scroll(browser, site):
+    context = browser.new_context(viewport={"width": 360, "height": 740}, device_scale_factor=2, is_mobile=True,
+                                  has_touch=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        with flow(page, site, "phone"):
+            page.goto(site["url"] + "?q=beach")
+            page.wait_for_function(ALL_VISIBLE_DECODED)
+            no_scroll = "() => document.documentElement.scrollWidth <= window.innerWidth"
+            assert page.evaluate(no_scroll)
+            page.click("#grid .tile >> nth=0")
+            page.wait_for_function("() => document.getElementById('large').naturalWidth > 0")
+            assert page.evaluate(no_scroll)
+            box = page.locator("#similar").bounding_box()
+            assert box and box["x"] >= 0 and box["x"] + box["width"] <= 360
+    finally:
+        context.close()
