@@ -13,6 +13,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import click  # noqa: E402
 
 from indexer.errors import SearchEngineError  # noqa: E402
+from searchengine.query import steps  # noqa: E402
 
 library_option = click.option(
     "--library", "library_dir", type=click.Path(file_okay=False), default=None,
@@ -30,6 +31,7 @@ class Main(click.Group):
         """As click's, except that a usage error is one line (click adds the usage and a hint above it)."""
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
+        steps.begin()
         try:
             return super().main(*args, standalone_mode=False, **kwargs)
         except click.exceptions.NoArgsIsHelpError as exc:
@@ -45,6 +47,8 @@ class Main(click.Group):
         except click.Abort:
             click.echo("Aborted!", err=True)
             sys.exit(1)
+        finally:
+            steps.report()
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -14,6 +14,7 @@ import click  # noqa: E402
 
 from searchengine.cli.base import device_option, escape_path, json_option, library_option, main, write_out
 from searchengine.library.api import Library  # noqa: E402
+from searchengine.query import steps  # noqa: E402
 from searchengine.query.filters import FilterError, SearchFilters  # noqa: E402
 
 
@@ -68,6 +69,7 @@ def search(query, image, add, subtract, force_text, limit, exact, null, min_scor
     A term is a text or an existing image file, optionally weighted: "./racing car.jpg" - "2:sports car" + snow.
     Filters narrow the search; alone, they list the matching images newest first.
     """
+    steps.since_begin("argument parsing")
     filters = parse_filters(after, before, folder, camera, near, image_format, orientation)
     if query and image is not None:
         raise click.UsageError("give TEXT or --image, not both")
@@ -87,15 +89,16 @@ def search(query, image, add, subtract, force_text, limit, exact, null, min_scor
     else:
         hits = library.search(terms=terms, limit=limit, exact=exact, min_score=min_score, cutoff=cutoff,
                               filters=filters)
-    if as_json:
-        click.echo(json.dumps([_hit_json(h) for h in hits]))
-    else:
-        for hit in hits:
-            if null:
-                write_out(os.fsencode(hit.path) + b"\0")
-            else:
-                first = f"{hit.score:.4f}" if hit.score is not None else (hit.taken_at or "-")
-                write_out(f"{first}\t".encode() + escape_path(os.fsencode(hit.path)) + b"\n")
+    with steps.step("output"):
+        if as_json:
+            click.echo(json.dumps([_hit_json(h) for h in hits]))
+        else:
+            for hit in hits:
+                if null:
+                    write_out(os.fsencode(hit.path) + b"\0")
+                else:
+                    first = f"{hit.score:.4f}" if hit.score is not None else (hit.taken_at or "-")
+                    write_out(f"{first}\t".encode() + escape_path(os.fsencode(hit.path)) + b"\n")
     if copy_to is not None or link_to is not None:
         from searchengine.cli.copy_out import export
 

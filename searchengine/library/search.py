@@ -16,6 +16,7 @@ from searchengine.query.details import ImageDetails, camera_text, taken_at_text
 from searchengine.query.filtered import filtered_search
 from searchengine.query.filters import SearchFilters
 from searchengine.query.ranking import rank
+from searchengine.query.steps import step
 
 if TYPE_CHECKING:
     from searchengine.library.host import LibraryHost as _Host
@@ -63,15 +64,18 @@ class LibrarySearch(_Host):
             raise QueryError("--limit must be at least 1")
         if cutoff not in (None, "off", "auto"):
             raise QueryError(f"unknown cutoff {cutoff!r} (known: off, auto)")
-        catalog = self._readable_catalog()
-        if catalog.image_count() == 0:
+        with step("library open"):
+            catalog = self._readable_catalog()
+            empty = catalog.image_count() == 0
+        if empty:
             raise QueryError(f"library {self.folder} has no images yet; run `searchengine index FOLDER` first")
         if given == 0:
             return self._newest(catalog, filters, limit)
         if (text is not None or terms is not None) and not exact:
             # A cold page cache: the text tower's weights are read while faiss is imported and the index opened.
             self._query_encoder().prefetch()
-            self._readable_index()
+            with step("index load"):
+                self._readable_index()
         if terms is not None:
             query = self.query_vector(terms)[None, :]
         else:
@@ -131,13 +135,16 @@ class LibrarySearch(_Host):
                 scores, ids = filtered_search(catalog, self._readable_index, query[0], fetch, filters, dim, exact)
                 scores, ids = scores[None, :], ids[None, :]
             else:
-                scores, ids = rank(catalog, index, query, fetch, dim)
-            hits, missing = _existing_hits(catalog, scores, ids)
+                with step("index search"):
+                    scores, ids = rank(catalog, index, query, fetch, dim)
+            with step("stat of hits"):
+                hits, missing = _existing_hits(catalog, scores, ids)
             if len(hits) >= want or fetch >= total or (filters and ids.shape[1] < fetch) or missing >= MISSING_LIMIT:
                 break
             fetch = min(total, 2 * fetch + missing)
         self._notice_missing(missing)
-        return _with_metadata(catalog, hits[:limit])
+        with step("metadata"):
+            return _with_metadata(catalog, hits[:limit])
 
     def _newest(self, catalog: Catalog, filters: SearchFilters, limit: int) -> list[SearchHit]:
         """Filters alone: the newest matching images (by taken_at) whose files still exist."""

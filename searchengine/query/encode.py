@@ -15,6 +15,7 @@ import numpy as np
 from indexer.catalog.store import Catalog
 from indexer.errors import QueryError
 from indexer.pipeline.scan import absolute
+from searchengine.query.steps import step
 
 if TYPE_CHECKING:
     from indexer.model.clip import ClipModel
@@ -53,7 +54,8 @@ class QueryEncoder:
         from indexer.model.tower_manifest import encode_checked, load_text_tower
 
         if self._numpy_text is None:
-            encoder, manifest, reason = load_text_tower(self.text_tower_dir)
+            with step("text tower load (manifest check)"):
+                encoder, manifest, reason = load_text_tower(self.text_tower_dir)
             if encoder is None:
                 self._fall_back(reason or "unusable")
                 return None
@@ -62,12 +64,14 @@ class QueryEncoder:
             # The export's probe text is checked once per process, on its own: weights damaged since the export
             # are caught before any answer. Queries are then encoded alone, so a text scores the same in every
             # process (a fresh CLI, a server that has answered before) down to the last bit.
-            _, reason = encode_checked(*self._numpy_text, [])
+            with step("text tower probe"):
+                _, reason = encode_checked(*self._numpy_text, [])
             if reason is not None:
                 self._fall_back(reason)
                 return None
             self._probed = True
-        return self._numpy_text[0].encode(texts)
+        with step("text encoding"):
+            return self._numpy_text[0].encode(texts)
 
     def _fall_back(self, reason: str) -> None:
         self.fallback_reason = reason

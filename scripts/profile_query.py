@@ -1,0 +1,117 @@
+"""Where one new-process query spends its time: import time per top-level module (`-X importtime`), bytes read
+from disk per file on a cold page cache (mincore after an eviction), and the wall time of each step the CLI
+reports with SEARCHENGINE_PROFILE=1 (argument parsing, library open, index load, text tower load and probe,
+text encoding, index search, stat of hits, metadata, output).
+
+The library is benchlib.grown_library (the one bench_search's CLI figures use): `searchengine index` over 8
+generated photos with the random ViT-B-32, grown to --images rows of synthetic embeddings.
+
+    .venv/bin/python scripts/profile_query.py [--images 100000] [--runs 7] [--image]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from page_cache import evict, files_under, resident
+from query_latency import query_files
+
+import benchlib
+
+IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)")
+
+
+def run_query(args: list[str], *python_flags: str) -> tuple[float, subprocess.CompletedProcess]:
+    env = benchlib.cli_env(SEARCHENGINE_PROFILE="1")
+    started = time.perf_counter()
+    done = subprocess.run([benchlib.SEARCHENGINE[0], *python_flags, *benchlib.SEARCHENGINE[1:], *args],
+                          capture_output=True, text=True, env=env, check=True)
+    return time.perf_counter() - started, done
+
+
+def steps_of(done: subprocess.CompletedProcess) -> dict[str, float]:
+    for line in reversed(done.stderr.splitlines()):
+        if line.startswith('{"profile_ms"'):
+            return json.loads(line)["profile_ms"]
+    raise RuntimeError(f"no profile line in the query's stderr: {done.stderr[-500:]}")
+
+
+def import_times(args: list[str]) -> dict[str, float]:
+    """Milliseconds of import per top-level package (the sum of its modules' own times)."""
+    _, done = run_query(args, "-X", "importtime")
+    own: dict[str, float] = defaultdict(float)
+    for line in done.stderr.splitlines():
+        found = IMPORT_LINE.match(line)
+        if found:
+            own[found.group(4).split(".")[0]] += int(found.group(1)) / 1000
+    return dict(sorted(((k, round(v, 1)) for k, v in own.items()), key=lambda kv: -kv[1]))
+
+
+def cold_reads(files: dict[str, list[Path]], args: list[str]) -> tuple[float, dict[str, float], dict[str, int]]:
+    """(wall seconds, steps, bytes read per file) of one query after evicting every file it touches."""
+    every = [p for paths in files.values() for p in paths]
+    evict(every)
+    before = {str(p): resident([p])[0] for p in files_under(every)}
+    wall, done = run_query(args)
+    read = {}
+    for path in files_under(every):
+        got = resident([path])[0] - before.get(str(path), 0)
+        if got > 0:
+            read[str(path)] = got
+    return wall, steps_of(done), dict(sorted(read.items(), key=lambda kv: -kv[1]))
+
+
+def median_steps(runs: list[dict[str, float]]) -> dict[str, float]:
+    names = list(dict.fromkeys(name for run in runs for name in run))
+    return {n: round(statistics.median(run.get(n, 0.0) for run in runs), 2) for n in names}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=100_000, help="library size (default 100000)")
+    parser.add_argument("--runs", type=int, default=7, help="new-process queries per figure (median)")
+    parser.add_argument("--image", action="store_true", help="profile an image query of an indexed file instead")
+    args = parser.parse_args()
+    library, photos = benchlib.grown_library(benchlib.WORK, args.images, "query")
+    texts = benchlib.query_texts(3 * args.runs + 2, int(time.time()))
+    query = (lambda n: ["search", "--image", str(photos[0])]) if args.image else (lambda n: ["search", texts[n]])
+    common = ["--library", str(library), "--json"]
+    run_query([*query(0), *common])  # the first run after building may still write the index file
+    warm = [run_query([*query(1 + n), *common]) for n in range(args.runs)]
+    imports = import_times([*query(args.runs + 1), *common])
+    files = query_files(library, [*query(args.runs + 2), "--library", str(library)])
+    cold = [cold_reads(files, [*query(args.runs + 3 + n), *common]) for n in range(args.runs)]
+    read = cold[len(cold) // 2][2]
+    by_kind = {kind: sum(v for k, v in read.items() if any(k.startswith(str(p)) for p in paths))
+               for kind, paths in files.items()}
+    figures = {
+        "library_images": args.images, "query": "image" if args.image else "text",
+        "warm_cache_s": round(statistics.median(w for w, _ in warm), 3),
+        "warm_steps_ms": median_steps([steps_of(d) for _, d in warm]),
+        "cold_cache_s": round(statistics.median(w for w, _, _ in cold), 3),
+        "cold_steps_ms": median_steps([s for _, s, _ in cold]),
+        "import_ms_by_package": dict(list(imports.items())[:15]),
+        "cold_read_mb_by_kind": {k: round(v / 1e6, 2) for k, v in by_kind.items()},
+        "cold_read_mb_top_files": {os.path.relpath(k, benchlib.ROOT) if k.startswith(str(benchlib.ROOT)) else k:
+                                   round(v / 1e6, 2) for k, v in list(read.items())[:15]},
+        "loadavg_1min": round(os.getloadavg()[0], 2),
+    }
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            print(f"{key}:")
+            for name, amount in value.items():
+                print(f"  {amount:>10}  {name}")
+        else:
+            print(f"{key}: {value}")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
