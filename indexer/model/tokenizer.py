@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import gzip
-import html
 import importlib.util
 import re
 from functools import cached_property, lru_cache
@@ -63,6 +62,8 @@ def _is_plain_ascii(text: str) -> bool:
 def clean_text(text: str) -> str:
     """open_clip's 'lower' cleaning: ftfy, double html unescape, collapse whitespace, lower case."""
     if not _is_plain_ascii(text):
+        import html  # only here: plain ASCII text (most queries) needs neither
+
         import ftfy
 
         text = ftfy.fix_text(text)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -58,6 +57,8 @@ class Header:
 
 def write_index_file(path: Path, header: Header, payload: memoryview) -> None:
     """Write atomically: temp file in the same folder, fsync, rename over `path`, fsync the folder."""
+    import tempfile  # writers only: a query never imports it
+
     header = header.with_checksum(payload)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

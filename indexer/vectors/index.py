@@ -269,6 +269,7 @@ class VectorIndex:
     def load(cls, path: Path) -> "VectorIndex":
         """Read and verify a saved index; IndexFileError says which file and what is wrong."""
         path = Path(path)
+        # Verified whole before faiss parses a byte of it: a damaged size field must not make faiss allocate.
         header, payload = read_index_file(path)
         try:
             index = _deserialize(header.kind, payload, path)
@@ -300,7 +301,27 @@ def _deserialize(kind: str, payload: memoryview, path: Path) -> "faiss.Index":
         from indexer.vectors.layered import LayeredIndex
 
         return LayeredIndex.deserialize(payload, path.parent)
-    return faiss.deserialize_index(np.frombuffer(payload, dtype=np.uint8))
+    return read_payload(payload)
+
+
+READ_CHUNK = 4 << 20
+
+
+def read_payload(payload: memoryview) -> "faiss.Index":
+    """The index in a serialized payload, read straight from the mapped file in chunks.
+
+    faiss.deserialize_index first copies the whole payload into a zero-filled std::vector and then parses that
+    copy: 50-90 ms for a 100k IVF-SQ8 here, against 12 ms for the same bytes through a reader callback.
+    """
+    position = 0
+
+    def read(size: int) -> bytes:
+        nonlocal position
+        chunk = bytes(payload[position:position + size])
+        position += len(chunk)
+        return chunk
+
+    return faiss.read_index(faiss.PyCallbackIOReader(read, READ_CHUNK))
 
 
 def _trained_ivf_sq8(vectors: np.ndarray) -> "faiss.Index":

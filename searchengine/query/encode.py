@@ -51,7 +51,7 @@ class QueryEncoder:
 
     def _numpy_texts(self, texts: list[str]) -> np.ndarray | None:
         """The export's embeddings, or None (announced once) if it cannot be trusted."""
-        from indexer.model.tower_manifest import encode_checked, load_text_tower
+        from indexer.model.tower_manifest import load_text_tower, probe_reason
 
         if self._numpy_text is None:
             with step("text tower load (manifest check)"):
@@ -60,18 +60,22 @@ class QueryEncoder:
                 self._fall_back(reason or "unusable")
                 return None
             self._numpy_text = (encoder, manifest)
-        if not self._probed:
-            # The export's probe text is checked once per process, on its own: weights damaged since the export
-            # are caught before any answer. Queries are then encoded alone, so a text scores the same in every
-            # process (a fresh CLI, a server that has answered before) down to the last bit.
-            with step("text tower probe"):
-                _, reason = encode_checked(*self._numpy_text, [])
-            if reason is not None:
-                self._fall_back(reason)
-                return None
-            self._probed = True
-        with step("text encoding"):
-            return self._numpy_text[0].encode(texts)
+        encoder, manifest = self._numpy_text
+        if self._probed:
+            with step("text encoding"):
+                return encoder.encode(texts)
+        # The export's probe text is checked once per process, before any answer: weights damaged since the
+        # export are caught. It is evaluated beside the query but as its own batch, so the query gets exactly the
+        # bits it gets alone (the same in a fresh CLI and in a server that has answered before), while each
+        # weight is read from memory once for both.
+        with step("text encoding (with the probe)"):
+            rows, probe = encoder.encode_separately([texts, [manifest.probe_text]])
+        reason = probe_reason(manifest, probe[0])
+        if reason is not None:
+            self._fall_back(reason)
+            return None
+        self._probed = True
+        return rows
 
     def _fall_back(self, reason: str) -> None:
         self.fallback_reason = reason

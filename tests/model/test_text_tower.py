@@ -115,6 +115,18 @@ def test_truncated_sequence_is_exact(tiny):
     assert encoder.encode([]).shape == (0, encoder.dim)
 
 
+def test_batches_encoded_together_are_bit_identical_to_each_alone(tiny):
+    """A query and the export's probe share each weight's trip through memory, yet each gets exactly the bits
+    it would get alone: a text scores the same in a fresh CLI (probe beside it) and in a warm server."""
+    _, _, folder = tiny
+    encoder = NumpyTextEncoder.load(folder)
+    groups = [TEXTS[:3], ["a photo of a dog"], [], TEXTS[3:]]
+    together = encoder.encode_separately(groups)
+    for group, got in zip(groups, together):
+        alone = encoder.encode(group)
+        assert got.shape == alone.shape and np.array_equal(got, alone)
+
+
 @pytest.mark.parametrize("variant", [
     {"quick_gelu": True, "text_cfg": {"ls_init_value": 0.5}},
     {"text_cfg": {"act_kwargs": {"approximate": "tanh"}, "proj_bias": True, "heads": 4}},

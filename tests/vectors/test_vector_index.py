@@ -208,3 +208,21 @@ def test_probe_policy_reaches_recall_where_probing_matters(probed) -> None:
         ann.nprobe = chosen
     assert policy >= 0.95  # measured 0.98 at nlist 400, nprobe 82; 0.32 with nprobe 1
     assert one < policy - 0.2, (one, policy)  # probing is what gets the recall
+
+
+def test_a_payload_read_through_the_callback_is_the_index_faiss_deserializes(built, data):
+    """read_payload (chunked reads from the mapped file) gives the same index as faiss.deserialize_index."""
+    import faiss
+
+    from indexer.vectors.index import read_payload
+
+    payload = memoryview(faiss.serialize_index(built._index))
+    mine, theirs = read_payload(payload), faiss.deserialize_index(np.frombuffer(payload, np.uint8))
+    assert type(mine) is type(theirs) and mine.ntotal == theirs.ntotal == built.ntotal
+    queries = data[1][:5]
+    for index in (mine, theirs):
+        if hasattr(index, "nprobe"):
+            index.nprobe = built.nprobe
+    assert [a.tolist() for a in mine.search(queries, 10)] == [a.tolist() for a in theirs.search(queries, 10)]
+    with pytest.raises(RuntimeError):
+        read_payload(payload[:len(payload) // 2])
