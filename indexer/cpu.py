@@ -9,3 +9,24 @@ def usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # no affinity API on this platform
         return max(1, os.cpu_count() or 1)
+
+
+INDEX_NICENESS = 10  # an index run's priority: behind answering queries (and a user's other programs)
+
+
+def yield_to_queries() -> None:
+    """Run this thread, and the threads it starts from now on (torch's, decode workers'), at INDEX_NICENESS.
+
+    Under contention the scheduler then gives queries (a server's request threads, a `search` process) the cores
+    first; with nothing else to run, a niced thread runs as fast as ever, so an index run alone loses nothing.
+    On Linux a priority is per thread (PRIO_PROCESS with the thread's id); elsewhere this lowers the process's.
+    """
+    import threading
+
+    try:
+        target = threading.get_native_id() if os.uname().sysname == "Linux" else 0
+        current = os.getpriority(os.PRIO_PROCESS, target)
+        if current < INDEX_NICENESS:
+            os.setpriority(os.PRIO_PROCESS, target, INDEX_NICENESS)
+    except (AttributeError, OSError):  # no priorities here, or not allowed: index at the priority we have
+        pass

@@ -35,8 +35,10 @@ def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, i
           as_json) -> None:
     """Index image files under PATHS (none: the folders earlier runs were given): new and changed files are
     embedded, vanished ones removed."""
+    from indexer.cpu import yield_to_queries
     from indexer.pipeline.local import IndexOptions
 
+    yield_to_queries()  # a `search` or a server's requests come first when they compete for the cores
     library = Library.open(library_dir)
     options = IndexOptions(batch_size=batch_size, workers=workers)
     with Progress() as progress:

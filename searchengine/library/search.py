@@ -103,6 +103,11 @@ class LibrarySearch(_Host):
     def text_vector(self, text: str) -> np.ndarray:
         return self._query_encoder().texts([text])[0]
 
+    def text_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """The query vector of each text, each exactly as `text_vector` gives it alone, computed together (one
+        pass over the text tower's weights for all: what a server does with queries that arrive at once)."""
+        return [rows[0] for rows in self._query_encoder().text_groups([[t] for t in texts])]
+
     def image(self, image_id: int) -> ImageRecord | None:
         """The catalog's record of one image (path, size, mtime, hash, indexed-at and its metadata)."""
         return record(self._readable_catalog(), image_id=image_id)

@@ -36,11 +36,16 @@ class QueryEncoder:
         self.fallback_reason: str | None = None
 
     def texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self.text_groups([list(texts)])[0]
+
+    def text_groups(self, groups: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """Each group's embeddings, exactly as `texts(group)` alone would give them; on the numpy path the groups
+        share each pass over the weights (a server encodes concurrent queries together this way)."""
         if self.text_tower_dir is not None and self.fallback_reason is None:
-            rows = self._numpy_texts(list(texts))
+            rows = self._numpy_texts([list(g) for g in groups])
             if rows is not None:
                 return rows
-        return self.model().encode_texts(texts)
+        return [self.model().encode_texts(list(group)) for group in groups]
 
     def prefetch(self) -> None:
         """Start reading the export's weights from disk while the caller does other work."""
@@ -49,8 +54,8 @@ class QueryEncoder:
 
             prefetch(self.text_tower_dir)
 
-    def _numpy_texts(self, texts: list[str]) -> np.ndarray | None:
-        """The export's embeddings, or None (announced once) if it cannot be trusted."""
+    def _numpy_texts(self, groups: list[list[str]]) -> list[np.ndarray] | None:
+        """The export's embeddings of each group, or None (announced once) if it cannot be trusted."""
         from indexer.model.tower_manifest import load_text_tower, probe_reason
 
         if self._numpy_text is None:
@@ -63,13 +68,13 @@ class QueryEncoder:
         encoder, manifest = self._numpy_text
         if self._probed:
             with step("text encoding"):
-                return encoder.encode(texts)
+                return encoder.encode_separately(groups)
         # The export's probe text is checked once per process, before any answer: weights damaged since the
         # export are caught. It is evaluated beside the query but as its own batch, so the query gets exactly the
         # bits it gets alone (the same in a fresh CLI and in a server that has answered before), while each
         # weight is read from memory once for both.
         with step("text encoding (with the probe)"):
-            rows, probe = encoder.encode_separately([texts, [manifest.probe_text]])
+            *rows, probe = encoder.encode_separately([*groups, [manifest.probe_text]])
         reason = probe_reason(manifest, probe[0])
         if reason is not None:
             self._fall_back(reason)

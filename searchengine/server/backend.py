@@ -12,6 +12,7 @@ from indexer.errors import ImageNotFoundError
 from searchengine.library.api import Library, SearchHit
 from searchengine.query.filters import SearchFilters
 from searchengine.server import media
+from searchengine.server.batching import TextBatcher
 
 TEXT_VECTORS_KEPT = 256
 
@@ -43,21 +44,31 @@ class Backend:
     watch: WatchState = field(default_factory=WatchState)
     read_lock: threading.Lock = field(default_factory=threading.Lock)
     encode_lock: threading.Lock = field(default_factory=threading.Lock)
+    cache_lock: threading.Lock = field(default_factory=threading.Lock)
     dims: media.Dimensions = field(default_factory=media.Dimensions)
     texts: "OrderedDict[str, object]" = field(default_factory=OrderedDict)
 
+    def __post_init__(self) -> None:
+        self.batcher = TextBatcher(self._encode_texts)
+
     def text_vector(self, text: str):
-        """The query vector of a text; the page asks again for each further page of a search, so keep a few."""
-        with self.encode_lock:
+        """The query vector of a text; the page asks again for each further page of a search, so keep a few.
+        Texts not kept are encoded together with whatever other texts are waiting (TextBatcher)."""
+        with self.cache_lock:
             vector = self.texts.get(text)
-            if vector is None:
-                vector = self.library.text_vector(text)
-                self.texts[text] = vector
-                if len(self.texts) > TEXT_VECTORS_KEPT:
-                    self.texts.popitem(last=False)
-            else:
+            if vector is not None:
                 self.texts.move_to_end(text)
-            return vector
+                return vector
+        vector = self.batcher.vector(text)
+        with self.cache_lock:
+            self.texts[text] = vector
+            if len(self.texts) > TEXT_VECTORS_KEPT:
+                self.texts.popitem(last=False)
+        return vector
+
+    def _encode_texts(self, texts: list[str]) -> list:
+        with self.encode_lock:  # the model and the query encoder serve one caller at a time
+            return self.library.text_vectors(texts)
 
     def row(self, image_id: int) -> ImageRecord:
         with self.read_lock:

@@ -40,6 +40,9 @@ class Watcher:
             return []
 
     def _run(self) -> None:
+        from indexer.cpu import yield_to_queries
+
+        yield_to_queries()  # this thread indexes; the server's request threads answer first
         self._reindex()
         while not self.stop_event.is_set():
             roots = self._roots()
