@@ -30,3 +30,18 @@ def yield_to_queries() -> None:
             os.setpriority(os.PRIO_PROCESS, target, INDEX_NICENESS)
     except (AttributeError, OSError):  # no priorities here, or not allowed: index at the priority we have
         pass
+
+
+BLAS_PINNED = False  # True once pin_blas_to_one_thread ran before any BLAS was loaded
+
+
+def pin_blas_to_one_thread() -> None:
+    """Called by the CLI before numpy loads: every BLAS loaded from now on runs one thread (a query's products
+    are a few rows by thousands; OpenBLAS's own threads cost more than they give, ~1 s against 0.2 s per query
+    on a busy 2-core box). Then the text tower need not limit BLAS threads per call (threadpoolctl, ~5 ms of a
+    new process's first query). A user's own OPENBLAS_NUM_THREADS is kept."""
+    import sys
+
+    global BLAS_PINNED
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    BLAS_PINNED = BLAS_PINNED or (os.environ["OPENBLAS_NUM_THREADS"] == "1" and "numpy" not in sys.modules)

@@ -294,6 +294,12 @@ def _one_blas_thread():
     OpenBLAS's default threads. threadpoolctl sets it per call, so the caller's own numpy keeps its threads.
     """
     global _blas_controller
+    from indexer import cpu
+
+    if cpu.BLAS_PINNED:  # the CLI pinned every BLAS to one thread before any was loaded
+        import contextlib
+
+        return contextlib.nullcontext()
     if _blas_controller is None:
         from threadpoolctl import ThreadpoolController
 

@@ -7,9 +7,10 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-# Before numpy loads: its thread pool start-up costs more than it saves for one query (measured ~1 s vs 0.2 s
-# on a busy 2-core box). Indexing runs its heavy work in torch, which keeps its own threads.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# Before numpy loads: one BLAS thread for a query (indexer/cpu.py says why).
+from indexer.cpu import pin_blas_to_one_thread  # noqa: E402
+
+pin_blas_to_one_thread()
 
 import click  # noqa: E402
 

@@ -11,10 +11,10 @@ import pytest
 from helpers import REPO
 from helpers.cli import python
 from indexer.model import text_tower
-from indexer.model.random_weights import TINY, TINY_MODEL_CFG, build_random_model
-from indexer.model.tokenizer import ClipTokenizer
 from indexer.model.numpy_text import META_FILE, NumpyTextEncoder
+from indexer.model.random_weights import TINY, TINY_MODEL_CFG, build_random_model
 from indexer.model.text_tower import export_text_tower
+from indexer.model.tokenizer import ClipTokenizer
 
 TEXTS = [
     "", " ", "a photo of a dog", "A Photo Of A DOG!", "sunset, beach; waves... (2019)", "café crème brûlée",
@@ -197,3 +197,25 @@ def test_query_path_imports_neither_torch_nor_open_clip(tiny):
         "assert not bad, bad\n"
     )
     python(code, cwd=REPO, check=True)
+
+
+def test_a_cli_process_pins_blas_before_numpy_and_skips_the_per_call_limit(tiny):
+    """The CLI pins BLAS to one thread before numpy loads; its queries then need no threadpoolctl. Where numpy
+    came first (a library user's process) the per-call limit stays, and the embeddings are the same bits."""
+    _, _, folder = tiny
+    code = ("import sys, json\n"
+            "{first}\n"
+            "import numpy as np\n"
+            "from indexer import cpu\n"
+            "from indexer.model.numpy_text import NumpyTextEncoder\n"
+            f"rows = NumpyTextEncoder.load({str(folder)!r}).encode(['a dog', 'a red car'])\n"
+            "print(json.dumps([cpu.BLAS_PINNED, 'threadpoolctl' in sys.modules, rows.tobytes().hex()]))\n")
+    runs = {}
+    for name, first in (("pinned", "from indexer.cpu import pin_blas_to_one_thread; pin_blas_to_one_thread()"),
+                        ("numpy first", "import numpy; from indexer.cpu import pin_blas_to_one_thread; "
+                                        "pin_blas_to_one_thread()")):
+        done = python(code.format(first=first), capture_output=True, text=True, check=True)
+        runs[name] = json.loads(done.stdout)
+    assert runs["pinned"][:2] == [True, False]
+    assert runs["numpy first"][:2] == [False, True]
+    assert runs["pinned"][2] == runs["numpy first"][2]
