@@ -14,7 +14,7 @@ from indexer.catalog.store import Catalog
 from indexer.images.metadata import ImageMetadata
 
 _COLUMNS = "id, path, folder, size, mtime_ns, content_hash, indexed_at, meta_version, " + ", ".join(METADATA_COLUMNS)
-_SQLITE_IDS = range(0, 2 ** 63)  # ids no SQLite integer can hold are simply not there
+_ID_LIMIT = 2 ** 63  # ids no SQLite integer can hold are simply not there
 
 
 @dataclass
@@ -38,6 +38,11 @@ class IndexRoot:
     exclude: list[str]
 
 
+def _holdable(image_id: int) -> bool:
+    # A comparison, not `in range(...)`: that is a linear scan for a numpy integer.
+    return 0 <= int(image_id) < _ID_LIMIT
+
+
 def _record(row: tuple) -> ImageRecord:
     return ImageRecord(int(row[0]), row[1], row[2], int(row[3]), int(row[4]), row[5], float(row[6]),
                        row[7] is not None, ImageMetadata(*row[8:]))
@@ -45,7 +50,7 @@ def _record(row: tuple) -> ImageRecord:
 
 def record(catalog: Catalog, image_id: int | None = None, path: bytes | None = None) -> ImageRecord | None:
     """The record of one image, by id or by path (None when there is none)."""
-    if image_id is not None and image_id not in _SQLITE_IDS:
+    if image_id is not None and not _holdable(image_id):
         return None
     column, value = ("id", image_id) if image_id is not None else ("path", path)
     with catalog.read() as conn:
@@ -55,7 +60,7 @@ def record(catalog: Catalog, image_id: int | None = None, path: bytes | None = N
 
 def records(catalog: Catalog, ids: list[int]) -> dict[int, ImageRecord]:
     """The records of those of `ids` still in the catalog, by id, from one snapshot."""
-    wanted = [int(i) for i in ids if i in _SQLITE_IDS]
+    wanted = [int(i) for i in ids if _holdable(i)]
     with catalog.read() as conn:
         return {r.id: r for r in map(_record, rows_in(conn, _COLUMNS, "id", wanted))}
 
@@ -68,7 +73,7 @@ def metadata_for(catalog: Catalog, ids: list[int]) -> dict[int, ImageMetadata]:
 
 
 def embedding_of(catalog: Catalog, image_id: int) -> np.ndarray | None:
-    if image_id not in _SQLITE_IDS:
+    if not _holdable(image_id):
         return None
     with catalog.read() as conn:
         row = conn.exec_driver_sql("SELECT embedding FROM images WHERE id=?", (image_id,)).fetchone()
