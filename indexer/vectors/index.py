@@ -35,7 +35,7 @@ KINDS = (FLAT, IVF_SQ8, IVF_ONDISK)
 # Exact search scans every vector (~2 KB each) per query: ~3 ms single-threaded at 25k, ~20 ms at 100k on
 # the 2-core reference box, too much of the 30 ms warm-query budget, so ANN takes over from here.
 ANN_THRESHOLD = int(os.environ.get("SEARCHENGINE_ANN_THRESHOLD", 30_000))  # settable so tests reach the IVF path
-# Above this the lists go to disk (ondisk_vectors.py): an in-memory IVF-SQ8 holds ~524 B/vector, so at 2M a
+# Above this the lists go to disk (layered.py, ondisk_ivf.py): an in-memory IVF-SQ8 holds ~524 B/vector, so at 2M a
 # query process would carry ~1 GB of it, most of the 1.5 GB a query may use.
 ONDISK_THRESHOLD = 2_000_000
 # An on-disk base is rebuilt once the rows changed since its build reach this share of it.

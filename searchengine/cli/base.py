@@ -1,4 +1,5 @@
-"""The `searchengine` command group, its shared options and output helpers; commands live in cli_*.py."""
+"""The `searchengine` command group, its shared options and output helpers; the commands live in index.py and
+search.py."""
 from __future__ import annotations
 
 import os
