@@ -39,7 +39,8 @@ def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, i
     from indexer.cpu import yield_to_queries
     from indexer.pipeline.local import IndexOptions
 
-    yield_to_queries()  # a `search` or a server's requests come first when they compete for the cores
+    if ray_address is None:  # a local run; Ray's processes keep their own priorities
+        yield_to_queries()  # a `search` or a server's requests come first when they compete for the cores
     library = Library.open(library_dir)
     options = IndexOptions(batch_size=batch_size, workers=workers)
     with Progress() as progress:

@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("indexer", "searchengine")
 
 # room -> the rooms it may import (besides itself). A room is a subpackage, or a root module's own name.
-BASE = {"indexer.errors", "indexer.durable", "indexer.cpu", "indexer.lock"}
+# The root helpers, and the `indexer` package itself (its __init__ is a docstring: `from indexer import cpu`
+# runs it, as any import of a submodule does).
+BASE = {"indexer", "indexer.errors", "indexer.durable", "indexer.cpu", "indexer.lock"}
 ALLOWED = {
     "indexer": set(), "indexer.errors": set(), "indexer.durable": set(), "indexer.cpu": set(), "indexer.lock": set(),
     "indexer.images": BASE,
