@@ -37,11 +37,6 @@ def rows_in(conn: Any, columns: str, key: str, values: Sequence[Any], also: str 
         yield from conn.exec_driver_sql(f"SELECT {columns} FROM images WHERE {key} {where}{also}", args + params)
 
 
-def _rows_for_ids(conn: Any, columns: str, ids: list[int]) -> Iterator[tuple]:
-    """`columns` of the images with these ids (any number of ids)."""
-    return rows_in(conn, columns, "id", ids)
-
-
 class CatalogReads:
     """Reads of `Catalog` (mixed in): each method reads one committed snapshot."""
 
@@ -90,7 +85,7 @@ class CatalogReads:
     def paths_for(self, ids: list[int]) -> dict[int, bytes]:
         """Paths of the given ids that are in the catalog now, in one query."""
         with self.read() as conn:
-            return {int(i): p for i, p in _rows_for_ids(conn, "id, path", ids)}
+            return {int(i): p for i, p in rows_in(conn, "id, path", "id", ids)}
 
     def vectors_for(self, ids: np.ndarray, dim: int) -> np.ndarray:
         """Stored embeddings for `ids` in that order (zeros for ids no longer present)."""
@@ -100,7 +95,7 @@ class CatalogReads:
             return out
         position = {int(i): n for n, i in enumerate(ids)}
         with self.read() as conn:
-            for image_id, blob in _rows_for_ids(conn, "id, embedding", wanted):
+            for image_id, blob in rows_in(conn, "id, embedding", "id", wanted):
                 out[position[int(image_id)]] = np.frombuffer(blob, dtype=np.float32)
         return out
 

@@ -186,8 +186,9 @@ class NumpyTextEncoder:
 
     def encode_separately(self, batches: list[list[str]]) -> list[np.ndarray]:
         """Each batch's embeddings, computed exactly as `encode(batch)` alone would (same operations on the same
-        shapes, so the same bits), but layer by layer together: each weight is read from memory once for all of
-        them, and the later batches find it in the cache (a probe beside a query costs little)."""
+        shapes, so the same bits), but layer by layer together, so the later batches find each weight in the
+        cache. Measured here (ViT-B-32, warm): 2 texts 58 ms together against 74 ms one after the other, 16 texts
+        467 ms against 645 ms; OpenBLAS still packs the weight for every product, so the gain stops there."""
         with _one_blas_thread():
             return self._run([[self.tokenizer.token_ids(text) for text in texts] for texts in batches], True)
 

@@ -7,8 +7,9 @@ import sys
 import time
 from typing import Any
 
-# Before numpy loads: one BLAS thread for a query (indexer/cpu.py says why).
-from indexer.cpu import pin_blas_to_one_thread  # noqa: E402
+# Before numpy loads (every command module imports this one first): one BLAS thread for a query
+# (indexer/cpu.py says why).
+from indexer.cpu import pin_blas_to_one_thread
 
 pin_blas_to_one_thread()
 

@@ -7,15 +7,11 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-# Before numpy loads: one BLAS thread for a query (indexer/cpu.py says why).
-from indexer.cpu import pin_blas_to_one_thread  # noqa: E402
+import click
 
-pin_blas_to_one_thread()
-
-import click  # noqa: E402
-
+# base comes first: it pins BLAS to one thread before anything loads numpy.
 from searchengine.cli.base import Progress, device_option, escape_path, json_option, library_option, main, write_out
-from searchengine.library.api import Library  # noqa: E402
+from searchengine.library.api import Library
 
 
 @main.command()

@@ -6,17 +6,13 @@ import os
 from dataclasses import asdict
 from typing import Any
 
-# Before numpy loads: one BLAS thread for a query (indexer/cpu.py says why).
-from indexer.cpu import pin_blas_to_one_thread  # noqa: E402
+import click
 
-pin_blas_to_one_thread()
-
-import click  # noqa: E402
-
+# base comes first: it pins BLAS to one thread before anything loads numpy.
 from searchengine.cli.base import device_option, escape_path, json_option, library_option, main, write_out
-from searchengine.library.api import Library  # noqa: E402
-from searchengine.query import steps  # noqa: E402
-from searchengine.query.filters import FilterError, SearchFilters  # noqa: E402
+from searchengine.library.api import Library
+from searchengine.query import steps
+from searchengine.query.filters import FilterError, SearchFilters
 
 
 def filter_options(command: Any) -> Any:

@@ -31,3 +31,9 @@ def test_importing_the_package_loads_no_heavy_module():
             "print(sorted(heavy & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_cli_pins_blas_before_anything_loads_numpy():
+    code = "import sys, searchengine.cli.main, indexer.cpu as cpu; print(cpu.BLAS_PINNED)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "True"
