@@ -9,12 +9,14 @@ add its length to every answer.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from concurrent.futures import Future
 from typing import Callable, Sequence
 
 import numpy as np
 
 MAX_BATCH = 32
+RECENT_BATCHES = 256
 
 EncodeFn = Callable[[Sequence[str]], list[np.ndarray]]
 
@@ -26,7 +28,8 @@ class TextBatcher:
         self._lock = threading.Lock()
         self._pending: list[tuple[str, Future]] = []
         self._draining = False
-        self.batches: list[int] = []  # the size of each batch encoded so far (for tests and benchmarks)
+        # The sizes of the latest batches (for tests and benchmarks); bounded, as a server runs for weeks.
+        self.batches: deque[int] = deque(maxlen=RECENT_BATCHES)
 
     def vector(self, text: str) -> np.ndarray:
         """The text's query vector (blocks until its batch is encoded; the encoder's error is raised here)."""

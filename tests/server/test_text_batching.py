@@ -42,7 +42,7 @@ def test_waiting_texts_form_one_batch_and_each_gets_its_own_vector():
         assert first.result().tolist() == [1, 1, 1]
         assert [f.result()[0] for f in rest] == [2, 3, 2, 4]
     assert calls == [["x"], ["aa", "bbb", "cccc"]]  # one batch for the four waiting, "aa" encoded once
-    assert batcher.batches == [1, 3]
+    assert list(batcher.batches) == [1, 3]
 
 
 def test_an_encoder_error_reaches_every_waiter():
