@@ -16,7 +16,7 @@ from typing import Any, Iterator
 from indexer.cpu import usable_cores
 from indexer.errors import SearchEngineError
 from indexer.ray.stderr_filter import filtered_stderr
-from indexer.ray.watchdog import MARKER_ENV
+from indexer.ray.watchdog import MARKER_ENV, instance_environ
 
 AUTO = "auto"
 OBJECT_STORE_CAP = 2 << 30  # decoded pixels in flight are bounded by Ray Data's backpressure; 2 GB is plenty
@@ -83,15 +83,14 @@ def _local_instance(ray: Any) -> Iterator[RayCluster]:
                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True,
                                 env={k: v for k, v in os.environ.items() if k != MARKER_ENV})
-    os.environ[MARKER_ENV] = marker  # inherited by every process the instance starts
     try:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        ray.init(address="local", num_cpus=usable_cores(), object_store_memory=_object_store_bytes(), include_dashboard=False,
-                 log_to_driver=False, logging_level=logging.ERROR, _node_ip_address="127.0.0.1")
-        os.environ.pop(MARKER_ENV, None)
+        with _environ(instance_environ(marker)):  # inherited by every process the instance starts
+            ray.init(address="local", num_cpus=usable_cores(), object_store_memory=_object_store_bytes(),
+                     include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                     _node_ip_address="127.0.0.1")
         yield _cluster(ray, local=True)
     finally:
-        os.environ.pop(MARKER_ENV, None)
         try:
             ray.shutdown()
         finally:
@@ -100,6 +99,21 @@ def _local_instance(ray: Any) -> Iterator[RayCluster]:
                 watchdog.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 pass
+
+
+@contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """`values` in os.environ for the block, then os.environ as it was."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _cluster(ray: Any, local: bool) -> RayCluster:

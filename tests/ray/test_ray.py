@@ -2,8 +2,11 @@
 process outlives a run. One local Ray instance (2 CPUs) serves the module; `--ray auto` runs start their own."""
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -21,10 +24,10 @@ from helpers.cli import cli, start, summary_of  # noqa: E402
 from helpers.faults import Kill, catalog_rows, kill_group  # noqa: E402
 from helpers.images import make_library_folder, make_photos  # noqa: E402
 from indexer.pipeline.local import IndexOptions  # noqa: E402
-from indexer.ray.watchdog import MARKER_ENV, end_processes, marked_processes  # noqa: E402
+from indexer.ray.watchdog import MARKER_ENV, end_processes, instance_environ, marked_processes  # noqa: E402
 from searchengine.library.api import Library  # noqa: E402
 
-LEFTOVER_WAIT_S = 60
+LEFTOVER_WAIT_S = 20  # a killed driver's agents live on for 60 s by themselves; the watchdog ends them in a few
 
 
 MODULE_MARKER = uuid.uuid4().hex
@@ -34,12 +37,14 @@ MODULE_MARKER = uuid.uuid4().hex
 def ray_address():
     """A local Ray instance for the module; its processes carry a marker, so all of them are ended after."""
     marker = MODULE_MARKER
-    os.environ[MARKER_ENV] = marker
+    mp = pytest.MonkeyPatch()
+    for name, value in instance_environ(marker).items():
+        mp.setenv(name, value)
     try:
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  object_store_memory=300 << 20, _node_ip_address="127.0.0.1")
     finally:
-        del os.environ[MARKER_ENV]
+        mp.undo()
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
@@ -132,60 +137,177 @@ def test_driver_killed_mid_run_then_rerun_repeats_nothing(ray_address, isolated,
     check_complete(library, files, failed=0)
 
 
-def _tagged_processes(tag: str) -> list[int]:
-    needle = f"SEARCHENGINE_TEST_TAG={tag}".encode()
-    found = []
-    for name in os.listdir("/proc"):
+class _RunProcesses:
+    """Every process of a run, seen from outside while it runs: the driver's descendants and the processes that
+    carry the test's tag, each remembered by (pid, start time) from the moment it is first seen, so that one that
+    loses its tag (Ray's setproctitle may overwrite /proc/PID/environ) or its parent (orphans go to init) is
+    still known. Polled in a thread from the run's start to the end of the test."""
+
+    def __init__(self, driver: int, tag: str):
+        self.needle = f"\0SEARCHENGINE_TEST_TAG={tag}\0".encode()
+        self.driver = (driver, _process_table()[driver][1])
+        self.seen: dict[tuple[int, int], str] = {self.driver: _name(driver)}  # (pid, start time) -> command line
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.poll()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.poll()
+
+    def poll(self) -> list[tuple[int, int]]:
+        """Record what is new; the recorded processes still alive."""
+        table = _process_table()
+        with self._lock:
+            alive = {pid for pid, start in self.seen if table.get(pid, (0, -1, True))[1:] == (start, False)}
+            for pid, (_, start, zombie) in table.items():
+                if pid != os.getpid() and not zombie and pid not in alive and _environ_has(pid, self.needle):
+                    alive.add(pid)
+                    self.seen.setdefault((pid, start), _name(pid))
+            children: dict[int, list[int]] = {}
+            for pid, (ppid, _, zombie) in table.items():
+                if not zombie:
+                    children.setdefault(ppid, []).append(pid)
+            todo = list(alive)
+            while todo:
+                for child in children.get(todo.pop(), ()):
+                    if child not in alive and child != os.getpid():
+                        alive.add(child)
+                        self.seen.setdefault((child, table[child][1]), _name(child))
+            return [(pid, table[pid][1]) for pid in alive]
+
+    def ray_processes(self) -> list[str]:
+        with self._lock:
+            return [name for key, name in self.seen.items() if key != self.driver]
+
+    def wait_until_none_left(self, timeout: float) -> tuple[list[str], float]:
+        """Wait until every process of the run has ended: those left (their command lines now) and the wait."""
+        began = time.monotonic()
+        while (left := self.poll()) and time.monotonic() - began < timeout:
+            time.sleep(0.1)
+        return [_name(pid) or self.seen[(pid, start)] for pid, start in left], time.monotonic() - began
+
+    def stop(self) -> None:
+        """Stop watching; SIGKILL what is left, not to leave it to the next test."""
+        self._stop.set()
+        self._thread.join()
+        for pid, start in self.poll():
+            if _process_table().get(pid, (0, -1))[1] == start:
+                os.kill(pid, signal.SIGKILL)
+
+
+def _name(pid: int) -> str:
+    return _cmdline(pid).replace(b"\0", b" ")[:80].decode(errors="replace").strip()
+
+
+def _process_table() -> dict[int, tuple[int, int, bool]]:
+    """pid -> (parent, start time, whether a zombie) of every process."""
+    table = {}
+    for name in filter(str.isdigit, os.listdir("/proc")):
         try:
-            with open(f"/proc/{name}/environ", "rb") as fh:
-                if needle in fh.read():
-                    found.append(int(name))
-        except (OSError, ValueError):
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
             continue
-    return found
+        table[int(name)] = (int(fields[1]), int(fields[19]), fields[0] in (b"Z", b"X"))
+    return table
 
 
-def _wait_until_none_tagged(tag: str) -> list[int]:
-    deadline = time.monotonic() + LEFTOVER_WAIT_S
-    while (left := _tagged_processes(tag)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return left
+def _environ_has(pid: int, needle: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return needle in b"\0" + fh.read() + b"\0"
+    except OSError:
+        return False
 
 
-def _process_names(pids: list[int]) -> list[str]:
-    names = []
-    for pid in pids:
-        try:
-            names.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:80].decode())
-        except OSError:
-            pass
-    return names
+_DRIVER = """
+import json, os, subprocess, sys, time
+marker, out, orphan = sys.argv[1:4]
+clean = {k: v for k, v in os.environ.items() if k != "SEARCHENGINE_RAY_SESSION"}
+watchdog = subprocess.Popen([sys.executable, "-m", "indexer.ray.watchdog", marker, str(os.getpid())],
+                            stdin=subprocess.PIPE, env=clean, start_new_session=True)
+# the instance: a marked process that leaves a child without the marker (a lost marker), orphaned after 1 s
+subprocess.Popen(["sh", "-c", f"env -i sleep 300 & echo $! > {orphan}; sleep 1"], env={**clean, "SEARCHENGINE_RAY_SESSION": marker})
+bystander = subprocess.Popen(["sleep", "300"], env=clean)  # the driver's, not the instance's
+holder = os.fork()  # keeps the driver's end of the watchdog's pipe open after the driver dies
+if holder == 0:
+    time.sleep(300)
+    os._exit(0)
+with open(out + ".tmp", "w") as fh:
+    json.dump({"watchdog": watchdog.pid, "bystander": bystander.pid, "holder": holder}, fh)
+os.rename(out + ".tmp", out)
+time.sleep(300)
+"""
+
+
+def test_the_watchdog_ends_the_instance_of_a_killed_driver_and_nothing_else(isolated):
+    """A descendant of a marked process is ended though it lost the marker and its parent; the watchdog acts on the
+    driver's death though a child the driver forked holds the pipe open; the driver's (marked) parent, a child of
+    the driver outside the instance and that forked child are left alone."""
+    marker, out = uuid.uuid4().hex, isolated / "pids.json"
+    orphan_file, pids, orphan = isolated / "orphan", {}, 0
+    parent = subprocess.Popen(["sh", "-c", f'env -u {MARKER_ENV} "$0" -c "$1" "$2" "$3" "$4"; exec sleep 300',
+                               sys.executable, _DRIVER, marker, out, orphan_file],
+                              env={**os.environ, MARKER_ENV: marker}, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out.exists() and orphan_file.exists()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pids, orphan = json.loads(out.read_text()), int(orphan_file.read_text())
+        driver = _process_table()[pids["holder"]][0]
+        time.sleep(2)  # the marked shell has exited: the watchdog knows the orphan only from before
+        assert _process_table()[orphan][0] != driver and not _environ_has(orphan, MARKER_ENV.encode())
+        os.kill(driver, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while (_running(orphan) or _running(pids["watchdog"])) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _running(orphan), "a process of the instance outlived its driver"
+        assert not _running(pids["watchdog"]), "the watchdog waited on a pipe that a forked child holds"
+        for name, pid in (("the driver's parent", parent.pid), ("the bystander", pids["bystander"]),
+                          ("the forked child", pids["holder"])):
+            assert _running(pid), f"the watchdog ended {name}"
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
+        for pid in (pids.get("bystander"), pids.get("holder"), pids.get("watchdog"), orphan):
+            if pid and _running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    proc = _process_table().get(pid)
+    return proc is not None and not proc[2]
 
 
 @pytest.mark.parametrize("ending", ["finished", "driver SIGKILLed"])
 def test_ray_auto_leaves_no_process_behind(isolated, tiny_model_name, monkeypatch, ending):
+    """No process of a `--ray auto` run outlives it by more than LEFTOVER_WAIT_S, its driver SIGKILLed included
+    (Ray's dashboard and runtime-env agents then live on for a minute by themselves)."""
     files = make_photos(isolated / "photos", 24 if ending == "finished" else 200)
     library = isolated / "library"
     tag = uuid.uuid4().hex
     monkeypatch.setenv("SEARCHENGINE_TEST_TAG", tag)
     args = ["index", isolated / "photos", "--library", library, "--model", tiny_model_name, "--batch-size", "2",
             "--ray", "auto", "--json"]
-    if ending == "finished":
-        result = cli(*args, timeout=300)
-        assert summary_of(result)["added"] == len(files)
-        assert result.stderr == "", "Ray wrote to the terminal"
-    else:
-        proc = start(*args, log=isolated / "run")
-        try:
+    proc = start(*args, log=isolated / "run")
+    run = _RunProcesses(proc.pid, tag)
+    try:
+        if ending == "finished":
+            assert proc.wait(timeout=300) == 0, (isolated / "run.err").read_text()
+            assert json.loads((isolated / "run.out").read_text())["added"] == len(files)
+            assert (isolated / "run.err").read_text() == "", "Ray wrote to the terminal"
+        else:
             Kill(committed=2).wait(proc, lambda: len(catalog_rows(library)), len(files))
             assert proc.poll() is None, "the run ended before it could be killed"
+            assert len(run.ray_processes()) >= 3, f"no Ray instance to leave anything behind: {run.ray_processes()}"
             os.kill(proc.pid, signal.SIGKILL)  # the driver alone: Ray's own processes must follow it
             proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                kill_group(proc)
-    left = _wait_until_none_tagged(tag)
-    names = _process_names(left)
-    for pid in left:  # do not leave them to the next test either
-        os.kill(pid, signal.SIGKILL)
-    assert not left, f"Ray processes left behind: {names}"
+        left, waited = run.wait_until_none_left(LEFTOVER_WAIT_S)
+        assert not left, f"Ray processes left behind {waited:.0f} s after the run: {left}"
+    finally:
+        if proc.poll() is None:
+            kill_group(proc)
+        run.stop()
