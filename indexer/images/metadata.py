@@ -4,11 +4,22 @@ Runs in decode workers on the image they open anyway (no second read of the file
 own and anything odd (wrong types, year 0, NaN GPS, truncated IFDs, zero denominators) leaves that field empty:
 metadata never fails a file.
 
-`taken_at` is UTC epoch seconds, sortable across sources:
-* ``exif``: DateTimeOriginal with OffsetTimeOriginal, an exact instant;
-* ``exif-local``: DateTimeOriginal without an offset, a wall-clock time read in the indexing machine's zone;
-* ``mtime``: no usable EXIF date, the file's modification time.
-`taken_at_local` keeps the wall-clock time as written (ISO, no zone) and `taken_at_offset` the offset when known.
+`taken_at` is UTC epoch seconds, sortable across sources. It comes from the first of these that holds a usable
+date (an unreadable or absurd one falls through to the next), and `taken_at_source` says which:
+* ``exif``: EXIF DateTimeOriginal with OffsetTimeOriginal, an exact instant;
+  ``exif-local``: DateTimeOriginal without a (valid) offset, a wall-clock time read in the indexing machine's zone;
+* ``xmp`` / ``xmp-local``: XMP ``exif:DateTimeOriginal``, else ``photoshop:DateCreated`` (what editors and some
+  phones write instead of EXIF), ISO 8601 with or without an offset; a date alone is local midnight;
+* ``exif-digitized`` / ``exif-digitized-local``: EXIF DateTimeDigitized with OffsetTimeDigitized;
+* ``exif-datetime`` / ``exif-datetime-local``: EXIF IFD0 DateTime (last changed) with OffsetTime;
+* (videos: the container's creation time, read elsewhere;)
+* ``mtime``: none of the above, the file's modification time (`ImageMetadata.with_mtime_fallback`).
+The ``-local`` variants carry no offset. Each EXIF date takes its SubSecTime* tag (SubSecTimeOriginal,
+SubSecTimeDigitized, SubSecTime) and XMP its fractional second into `taken_at`; `taken_at_local` keeps the
+wall-clock time as written in whole seconds (ISO, no zone, the fraction dropped) and `taken_at_offset` the offset
+when known. XMP is read from the packet PIL leaves in ``img.info`` (JPEG APP1, PNG iTXt, WebP, TIFF, HEIF/AVIF),
+its first 64 KB only, with regular expressions (no XML parser, no defusedxml).
+A make or model that is empty or only spaces/NULs is unknown (None).
 """
 from __future__ import annotations
 
@@ -18,25 +29,42 @@ import re
 import warnings
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple, TypeVar
 
 if TYPE_CHECKING:
     from PIL import Image
 
-METADATA_VERSION = 1  # stored per row; rows below it (or NULL) get a header-only pass on the next index run
+# stored per row; rows below it (or NULL) get a header-only pass on the next index run.
+# 2: dates also from XMP, DateTimeDigitized and DateTime, sub-seconds; blank make/model as unknown.
+METADATA_VERSION = 2
 
 EXIF_IFD, GPS_IFD = 0x8769, 0x8825
 ORIENTATION, MAKE, MODEL = 0x0112, 0x010F, 0x0110
 DATETIME_ORIGINAL, OFFSET_TIME_ORIGINAL, LENS_MODEL = 0x9003, 0x9011, 0xA434
+DATETIME_DIGITIZED, OFFSET_TIME_DIGITIZED = 0x9004, 0x9012
+DATETIME, OFFSET_TIME = 0x0132, 0x9010  # IFD0 DateTime; its offset lives in the Exif IFD
+SUBSEC_TIME, SUBSEC_TIME_ORIGINAL, SUBSEC_TIME_DIGITIZED = 0x9290, 0x9291, 0x9292
 GPS_LAT_REF, GPS_LAT, GPS_LON_REF, GPS_LON = 1, 2, 3, 4
 MIN_YEAR, MAX_YEAR = 1826, 2200  # the oldest surviving photograph; anything outside is a broken clock
 MAX_TEXT = 200
+MAX_XMP = 64 * 1024  # bytes of an XMP packet looked at; dates sit in the first rdf:Description
+XMP_DATES = ("exif:DateTimeOriginal", "photoshop:DateCreated")  # in this order
 
 FORMATS = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp",
            "TIFF": "tiff", "HEIF": "heic", "HEIC": "heic", "AVIF": "avif"}
 
 _DATE = re.compile(r"^\s*(\d{4})[:\-](\d{2})[:\-](\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
 _OFFSET = re.compile(r"^\s*(?:([+-])(\d{2}):?(\d{2})|Z)\s*$")
+_SUBSEC = re.compile(r"^\s*(\d{1,9})")
+# XMP dates: ISO 8601 "YYYY-MM-DD[THH:MM[:SS[.fff]][Z|+HH:MM]]" (":" date separators and a space tolerated)
+_ISO = re.compile(r"^\s*(\d{4})[-:](\d{2})[-:](\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?"
+                  r"\s*(Z|[+-]\d{2}:?\d{2})?)?\s*$")
+_XMP_PATTERNS = tuple(
+    (re.compile(rf"(?<![\w:.-]){re.escape(name)}\s*=\s*([\"'])([^\"'<>]{{0,100}})\1"),  # attribute form
+     re.compile(rf"<{re.escape(name)}(?:\s[^<>]{{0,500}})?>\s*([^<>]{{0,100}}?)\s*</{re.escape(name)}\s*>"))  # element
+    for name in XMP_DATES)
+
+Taken = Tuple[float, str, Optional[str], str]  # (UTC epoch seconds, local ISO, offset or None, source)
 
 T = TypeVar("T")
 
@@ -89,8 +117,7 @@ def _read(img: "Image.Image", exif: Any) -> ImageMetadata:
     sub = _safe(lambda: exif.get_ifd(EXIF_IFD)) or {}
     gps = _safe(lambda: exif.get_ifd(GPS_IFD)) or {}
     size = _safe(lambda: _displayed_size(img.size, exif.get(ORIENTATION))) or (None, None)
-    when = _safe(lambda: _taken_at(sub.get(DATETIME_ORIGINAL) or exif.get(DATETIME_ORIGINAL),
-                                   sub.get(OFFSET_TIME_ORIGINAL) or exif.get(OFFSET_TIME_ORIGINAL)))
+    when = _capture_time(img, exif, sub)
     place = _safe(lambda: _gps(gps)) or (None, None)
     return ImageMetadata(
         *(when or (None, None, None, None)), width=size[0], height=size[1],
@@ -132,19 +159,81 @@ def _text(value: Any) -> str | None:
     return value[:MAX_TEXT] if value and value.isprintable() else None
 
 
-def _taken_at(raw: Any, raw_offset: Any) -> tuple[float, str, str | None, str] | None:
-    """(UTC epoch seconds, local ISO, offset or None, source) from EXIF's 'YYYY:MM:DD HH:MM:SS' and offset."""
+def _capture_time(img: "Image.Image", exif: Any, sub: Any) -> Taken | None:
+    """The first usable date in priority order (see the module docstring); each source read on its own."""
+    def tag(number: int, first: Any = sub, then: Any = exif) -> Any:
+        return first.get(number) or then.get(number)  # some writers put Exif-IFD tags in IFD0 and back
+
+    readers: tuple[Callable[[], Taken | None], ...] = (
+        lambda: _taken_at(tag(DATETIME_ORIGINAL), tag(OFFSET_TIME_ORIGINAL), tag(SUBSEC_TIME_ORIGINAL), "exif"),
+        lambda: _xmp_taken_at(_xmp_packet(img)),
+        lambda: _taken_at(tag(DATETIME_DIGITIZED), tag(OFFSET_TIME_DIGITIZED), tag(SUBSEC_TIME_DIGITIZED),
+                          "exif-digitized"),
+        lambda: _taken_at(tag(DATETIME, exif, sub), tag(OFFSET_TIME), tag(SUBSEC_TIME), "exif-datetime"),
+    )
+    for read in readers:
+        if (when := _safe(read)) is not None:
+            return when
+    return None
+
+
+def _taken_at(raw: Any, raw_offset: Any, raw_subsec: Any = None, source: str = "exif") -> Taken | None:
+    """(UTC epoch seconds, local ISO, offset or None, source) from EXIF's 'YYYY:MM:DD HH:MM:SS', offset, sub-second.
+
+    Without a valid offset the source gets "-local" and the time is read in this machine's zone."""
     text = _text(raw)
     match = _DATE.match(text) if text else None
     if not match:
         return None
-    local = datetime(*(int(v) for v in match.groups()))  # raises on month 13, day 0, year 0...
+    return _dated(tuple(int(v) for v in match.groups()), _subsec(_text(raw_subsec)), _text(raw_offset), source)
+
+
+def _dated(parts: tuple[int, ...], fraction: float, offset_text: str | None, source: str) -> Taken | None:
+    local = datetime(*parts)  # raises on month 13, day 0, year 0...
     if not MIN_YEAR <= local.year <= MAX_YEAR:
         return None
-    offset = _parse_offset(_text(raw_offset))
+    offset = _parse_offset(offset_text)
     if offset is None:
-        return local.timestamp(), local.isoformat(), None, "exif-local"
-    return local.replace(tzinfo=offset).timestamp(), local.isoformat(), _format_offset(offset.utcoffset(None)), "exif"
+        return local.timestamp() + fraction, local.isoformat(), None, f"{source}-local"
+    return (local.replace(tzinfo=offset).timestamp() + fraction, local.isoformat(),
+            _format_offset(offset.utcoffset(None)), source)
+
+
+def _subsec(text: str | None) -> float:
+    """SubSecTime*'s digits as the fraction of a second they write ("345" = 0.345, "05" = 0.05); 0 when odd."""
+    match = _SUBSEC.match(text) if text else None
+    return int(match.group(1)) / 10 ** len(match.group(1)) if match else 0.0
+
+
+def _xmp_packet(img: "Image.Image") -> str | None:
+    """The image's XMP packet as text, its first MAX_XMP bytes; None when it has none."""
+    info = getattr(img, "info", None) or {}
+    raw = info.get("xmp") or info.get("XML:com.adobe.xmp")
+    if isinstance(raw, (bytes, bytearray)):
+        return bytes(raw[:MAX_XMP]).decode("utf-8", "replace")
+    return raw[:MAX_XMP] if isinstance(raw, str) else None
+
+
+def _xmp_taken_at(packet: str | None) -> Taken | None:
+    """The capture time from XMP exif:DateTimeOriginal, else photoshop:DateCreated (attribute or element form)."""
+    if not packet:
+        return None
+    for attribute, element in _XMP_PATTERNS:
+        for match in (attribute.search(packet), element.search(packet)):
+            if match and (when := _safe(lambda: _iso_taken_at(match.groups()[-1], "xmp"))) is not None:
+                return when
+    return None
+
+
+def _iso_taken_at(text: str, source: str) -> Taken | None:
+    """From ISO 8601 "2021-05-01T10:11:12.345+02:00" (offset, seconds and time optional); a date alone is midnight."""
+    match = _ISO.match(text)
+    if not match:
+        return None
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    parts = tuple(int(v or 0) for v in (year, month, day, hour, minute, second))
+    seconds = int(fraction[:9]) / 10 ** len(fraction[:9]) if fraction else 0.0
+    return _dated(parts, seconds, offset if hour is not None else None, source)
 
 
 def _parse_offset(text: str | None) -> timezone | None:

@@ -231,7 +231,8 @@ def test_rows_from_before_metadata_are_filled_from_headers(folder, tiny_model_na
 
 def test_a_catalog_from_before_the_migration_is_upgraded_and_filled(folder, tiny_model_name, monkeypatch):
     with monkeypatch.context() as patch:
-        patch.setattr(catalog_module, "MIGRATIONS", [m for m in MIGRATIONS if m[0] < "004"])
+        # the schema of that time, but for the steps today's code cannot run without (video segments)
+        patch.setattr(catalog_module, "MIGRATIONS", [m for m in MIGRATIONS if m[0] < "004" or m[0] >= "007"])
         patch.setattr(catalog_writes, "write_metadata", lambda *args: None)  # the code of that time
         patch.setattr(metadata_fill, "fill_missing_metadata", lambda *args: 0)
         index(folder, tiny_model_name)
@@ -293,3 +294,211 @@ def test_heic_and_avif_metadata_as_displayed():
         data = make(photo(1), exif=rotated_exif())
         meta = both_paths(data)
         assert (meta.format, meta.width, meta.height) == (kind, 64, 96) == (kind, *load_rgb(data).size)
+
+
+# --- capture time from where devices write it: EXIF DateTimeOriginal, XMP, DateTimeDigitized, DateTime, mtime ---
+
+def utc(*parts: int, micro: int = 0) -> float:
+    return datetime(*parts, micro, tzinfo=timezone.utc).timestamp()
+
+
+def xmp_packet(attributes: str = "", elements: str = "") -> bytes:
+    """An XMP packet as editors write it: properties as rdf:Description attributes and/or child elements."""
+    return (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">\n'
+        '<rdf:Description rdf:about="" xmlns:exif="http://ns.adobe.com/exif/1.0/"'
+        ' xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/" xmlns:xmp="http://ns.adobe.com/xap/1.0/"'
+        f' xmp:CreatorTool="Editor 1.0" {attributes}>{elements}</rdf:Description>\n'
+        '</rdf:RDF></x:xmpmeta>\n<?xpacket end="w"?>').encode()
+
+
+def dated_image(ifd0: dict | None = None, sub: dict | None = None, xmp: bytes | None = None, fmt: str = "JPEG",
+                seed: int = 0) -> bytes:
+    """An image with the given IFD0 and Exif-IFD tags and XMP packet, nothing else."""
+    exif = Image.Exif()
+    exif.update(ifd0 or {})
+    if sub:
+        exif.get_ifd(0x8769).update(sub)
+    buf, options = io.BytesIO(), {}
+    if ifd0 or sub:
+        options["exif"] = exif.tobytes()
+    if xmp is not None and fmt == "PNG":
+        from PIL.PngImagePlugin import PngInfo
+        info = PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", xmp.decode(), zip=False)
+        options["pnginfo"] = info
+    elif xmp is not None:
+        options["xmp"] = xmp
+    photo(seed).save(buf, fmt, **options)
+    return buf.getvalue()
+
+
+DTO = {0x9003: "2023:06:14 10:00:00", 0x9011: "+02:00"}
+DIGITIZED = {0x9004: "2022:03:04 05:06:07", 0x9012: "-05:00"}
+IFD0_DATETIME = {0x0132: "2021:12:31 23:59:58"}
+XMP_DTO = xmp_packet('exif:DateTimeOriginal="2021-05-01T10:11:12+02:00"')
+
+SOURCES = {  # name: (image, taken_at, taken_at_local, taken_at_offset, taken_at_source)
+    "exif": (dated_image(sub=DTO), utc(2023, 6, 14, 8), "2023-06-14T10:00:00", "+02:00", "exif"),
+    "exif-local": (dated_image(sub={0x9003: "2023:06:14 10:00:00"}), datetime(2023, 6, 14, 10).timestamp(),
+                   "2023-06-14T10:00:00", None, "exif-local"),
+    "xmp attribute": (dated_image(xmp=XMP_DTO), utc(2021, 5, 1, 8, 11, 12), "2021-05-01T10:11:12", "+02:00", "xmp"),
+    "xmp element, Z, fraction": (
+        dated_image(xmp=xmp_packet(elements="<exif:DateTimeOriginal>2021-05-01T10:11:12.345Z</exif:DateTimeOriginal>")),
+        utc(2021, 5, 1, 10, 11, 12, micro=345000), "2021-05-01T10:11:12", "+00:00", "xmp"),
+    "xmp local": (dated_image(xmp=xmp_packet('exif:DateTimeOriginal="2021-05-01T10:11:12"')),
+                  datetime(2021, 5, 1, 10, 11, 12).timestamp(), "2021-05-01T10:11:12", None, "xmp-local"),
+    "xmp date only": (dated_image(xmp=xmp_packet('photoshop:DateCreated="2021-05-01"')),
+                      datetime(2021, 5, 1).timestamp(), "2021-05-01T00:00:00", None, "xmp-local"),
+    "xmp photoshop element, minutes only": (
+        dated_image(xmp=xmp_packet(
+            elements="<photoshop:DateCreated>\n 2020-02-29T23:30-03:30\n</photoshop:DateCreated>")),
+        utc(2020, 3, 1, 3, 0), "2020-02-29T23:30:00", "-03:30", "xmp"),
+    "xmp in png": (dated_image(xmp=XMP_DTO, fmt="PNG"), utc(2021, 5, 1, 8, 11, 12), "2021-05-01T10:11:12", "+02:00",
+                   "xmp"),
+    "xmp in webp": (dated_image(xmp=XMP_DTO, fmt="WEBP"), utc(2021, 5, 1, 8, 11, 12), "2021-05-01T10:11:12", "+02:00",
+                    "xmp"),
+    "exif-digitized": (dated_image(sub=DIGITIZED), utc(2022, 3, 4, 10, 6, 7), "2022-03-04T05:06:07", "-05:00",
+                       "exif-digitized"),
+    "exif-digitized-local": (dated_image(sub={0x9004: "2022:03:04 05:06:07"}),
+                             datetime(2022, 3, 4, 5, 6, 7).timestamp(),
+                             "2022-03-04T05:06:07", None, "exif-digitized-local"),
+    "exif-datetime": (dated_image(IFD0_DATETIME, {0x9010: "+09:00"}), utc(2021, 12, 31, 14, 59, 58),
+                      "2021-12-31T23:59:58", "+09:00", "exif-datetime"),
+    "exif-datetime-local": (dated_image(IFD0_DATETIME), datetime(2021, 12, 31, 23, 59, 58).timestamp(),
+                            "2021-12-31T23:59:58", None, "exif-datetime-local"),
+}
+
+
+@pytest.mark.parametrize("case", list(SOURCES))
+def test_each_date_source_alone(case):
+    data, taken_at, local, offset, source = SOURCES[case]
+    meta = both_paths(data)
+    assert meta.taken_at == pytest.approx(taken_at, abs=1e-6)
+    assert (meta.taken_at_local, meta.taken_at_offset, meta.taken_at_source) == (local, offset, source)
+    assert meta.with_mtime_fallback(1_600_000_000_000_000_000) == meta  # a date found: mtime not used
+
+
+PRIORITY = {  # name: (image, source it takes)
+    "original over xmp": (dated_image(sub=DTO, xmp=XMP_DTO), "exif"),
+    "local original over xmp with offset": (dated_image(sub={0x9003: "2023:06:14 10:00:00"}, xmp=XMP_DTO),
+                                            "exif-local"),
+    "xmp over digitized": (dated_image(sub=DIGITIZED, xmp=XMP_DTO), "xmp"),
+    "xmp over datetime": (dated_image(IFD0_DATETIME, xmp=XMP_DTO), "xmp"),
+    "digitized over datetime": (dated_image(IFD0_DATETIME, DIGITIZED), "exif-digitized"),
+    "all of them": (dated_image(IFD0_DATETIME, {**DTO, **DIGITIZED}, XMP_DTO), "exif"),
+    "xmp exif:DateTimeOriginal over photoshop:DateCreated": (dated_image(xmp=xmp_packet(
+        'photoshop:DateCreated="2001-01-01" exif:DateTimeOriginal="2021-05-01T10:11:12+02:00"')), "xmp"),
+    "broken original falls through to xmp": (dated_image(sub={0x9003: "0000:00:00 00:00:00"}, xmp=XMP_DTO), "xmp"),
+    "broken xmp falls through to digitized": (dated_image(sub=DIGITIZED, xmp=xmp_packet(
+        'exif:DateTimeOriginal="garbage" photoshop:DateCreated="2021-13-45"')), "exif-digitized"),
+    "broken digitized falls through to datetime": (dated_image(IFD0_DATETIME, {0x9004: "    :  :     :  :  "}),
+                                                   "exif-datetime-local"),
+}
+
+
+@pytest.mark.parametrize("case", list(PRIORITY))
+def test_date_sources_in_priority_order(case):
+    data, source = PRIORITY[case]
+    expected = {"exif": "2023-06-14T10:00:00", "exif-local": "2023-06-14T10:00:00", "xmp": "2021-05-01T10:11:12",
+                "exif-digitized": "2022-03-04T05:06:07", "exif-datetime-local": "2021-12-31T23:59:58"}[source]
+    meta = both_paths(data)
+    assert (meta.taken_at_source, meta.taken_at_local) == (source, expected)
+
+
+def test_photoshop_date_created_when_alone():
+    meta = both_paths(dated_image(xmp=xmp_packet("photoshop:DateCreated='2019-07-08T09:10:11.5+01:00'")))
+    assert meta.taken_at == pytest.approx(utc(2019, 7, 8, 8, 10, 11, micro=500000))
+    assert (meta.taken_at_local, meta.taken_at_offset, meta.taken_at_source) == ("2019-07-08T09:10:11", "+01:00", "xmp")
+
+
+def test_no_date_anywhere_falls_back_to_mtime():
+    meta = both_paths(dated_image({0x010F: "Canon"}, xmp=xmp_packet('xmp:CreateDate="2021-05-01"')))
+    assert meta.taken_at is None and meta.make == "Canon"
+    assert meta.with_mtime_fallback(1_600_000_000_000_000_000).taken_at_source == "mtime"
+
+
+def test_xmp_beyond_the_first_64_kb_is_not_read():
+    padding = "<!-- " + "x" * 70_000 + " -->"
+    late = xmp_packet(elements=padding + "<exif:DateTimeOriginal>2021-05-01T10:11:12Z</exif:DateTimeOriginal>")
+    assert both_paths(dated_image(xmp=late, fmt="PNG")).taken_at is None  # PNG: JPEG's APP1 holds 64 KB at most
+    early = xmp_packet(elements="<exif:DateTimeOriginal>2021-05-01T10:11:12Z</exif:DateTimeOriginal>" + padding)
+    assert both_paths(dated_image(xmp=early, fmt="PNG")).taken_at_source == "xmp"
+
+
+@pytest.mark.parametrize("packet", [b"", b"\xff\xfe\x00garbage", b"<x:xmpmeta", "exif:DateTimeOriginal=\"".encode(),
+                                    xmp_packet('exif:DateTimeOriginal="0000-00-00T00:00:00"'),
+                                    xmp_packet('exif:DateTimeOriginal="1700-01-01"'),
+                                    xmp_packet('exif:DateTimeOriginal="2021-05-01T10:11:12+99:00"')])
+def test_odd_xmp_never_fails_the_image(packet):
+    meta = both_paths(dated_image(xmp=packet))
+    assert meta.format == "jpeg" and (meta.width, meta.height) == (96, 64)
+    if b"+99:00" in packet:  # an absurd offset: the wall-clock time is kept, as for EXIF
+        assert (meta.taken_at_source, meta.taken_at_local) == ("xmp-local", "2021-05-01T10:11:12")
+    else:
+        assert meta.taken_at is None
+
+
+SUBSECONDS = {  # SubSecTime* as written: its fraction of a second
+    "345": 0.345, "05": 0.05, "7": 0.7, "123456 ": 0.123456, "000": 0.0, "  ": 0.0, "abc": 0.0,
+}
+
+
+@pytest.mark.parametrize("subsec", list(SUBSECONDS))
+def test_subseconds_go_into_taken_at(subsec):
+    meta = both_paths(dated_image(sub={**DTO, 0x9291: subsec}))
+    assert meta.taken_at == pytest.approx(utc(2023, 6, 14, 8) + SUBSECONDS[subsec], abs=1e-6)
+    assert (meta.taken_at_local, meta.taken_at_offset, meta.taken_at_source) == \
+        ("2023-06-14T10:00:00", "+02:00", "exif")
+
+
+def test_each_exif_date_takes_its_own_subseconds():
+    digitized = both_paths(dated_image(sub={**DIGITIZED, 0x9291: "9", 0x9292: "25", 0x9290: "5"}))
+    assert digitized.taken_at == pytest.approx(utc(2022, 3, 4, 10, 6, 7) + 0.25)
+    changed = both_paths(dated_image(IFD0_DATETIME, {0x9292: "25", 0x9290: "5"}))
+    assert changed.taken_at == pytest.approx(datetime(2021, 12, 31, 23, 59, 58).timestamp() + 0.5)
+    assert changed.taken_at_local == "2021-12-31T23:59:58"
+
+
+BLANK = {"NULs": b"\x00\x00\x00", "spaces": "   ", "empty": "", "spaces and NULs": " \x00 \x00", "tabs": "\t \t"}
+
+
+@pytest.mark.parametrize("blank", list(BLANK))
+def test_blank_make_or_model_is_unknown(blank):
+    value = BLANK[blank]
+    both = both_paths(dated_image({0x010F: value, 0x0110: value}, DTO))
+    assert (both.make, both.model) == (None, None) and both.taken_at_source == "exif"
+    no_model = both_paths(dated_image({0x010F: "Apple", 0x0110: value}))
+    assert (no_model.make, no_model.model) == ("Apple", None)
+    no_make = both_paths(dated_image({0x010F: value, 0x0110: "iPhone 15 Pro"}))
+    assert (no_make.make, no_make.model) == (None, "iPhone 15 Pro")
+
+
+def test_padded_make_and_model_are_trimmed():
+    meta = both_paths(dated_image({0x010F: b"NIKON CORPORATION\x00\x00  ", 0x0110: "  NIKON Z 6\x00"}))
+    assert (meta.make, meta.model) == ("NIKON CORPORATION", "NIKON Z 6")
+
+
+def test_metadata_version_makes_older_rows_re_read(folder, tiny_model_name):
+    from indexer.images.metadata import METADATA_VERSION
+
+    assert METADATA_VERSION >= 2
+    index(folder, tiny_model_name)
+    catalog_path = Library.open().catalog_path
+    with raw_sqlite(catalog_path) as conn:  # rows as version 1 left them
+        conn.execute("UPDATE images SET meta_version=?", (METADATA_VERSION - 1,))
+    assert index(folder).metadata_filled == 5
+    assert {row[0] for row in catalog_rows(catalog_path).values()} == {METADATA_VERSION}
+    assert index(folder).metadata_filled == 0
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "AVIF", "HEIF"])
+def test_xmp_date_in_other_containers(fmt):
+    if fmt == "HEIF":
+        pytest.importorskip("pillow_heif").register_heif_opener()
+    buf = io.BytesIO()
+    photo(0).save(buf, fmt, **({"tiffinfo": {700: XMP_DTO}} if fmt == "TIFF" else {"xmp": XMP_DTO}))
+    meta = header_metadata(buf.getvalue())
+    assert meta.taken_at == utc(2021, 5, 1, 8, 11, 12)
+    assert (meta.taken_at_local, meta.taken_at_offset, meta.taken_at_source) == ("2021-05-01T10:11:12", "+02:00", "xmp")
