@@ -54,8 +54,15 @@ def embeddings_by_chunks(catalog: Catalog, dim: int, chunk: int = 4096) -> Itera
 
 
 def same_content_groups(catalog: Catalog) -> list[list[int]]:
-    """Ids of images sharing a content hash (byte-identical files), one list per hash held more than once."""
+    """Ids of files sharing a content hash (byte-identical files), one list per hash held more than once; a
+    video counts once (by its first segment), so its own moments are not copies of each other."""
     with catalog.read() as conn:
-        rows = conn.exec_driver_sql(
-            "SELECT group_concat(id) FROM images GROUP BY content_hash HAVING count(*) > 1").fetchall()
+        rows = conn.exec_driver_sql("SELECT group_concat(id) FROM images WHERE segment=0 "
+                                    "GROUP BY content_hash HAVING count(*) > 1").fetchall()
     return [[int(i) for i in r[0].split(",")] for r in rows]
+
+
+def video_of_segments(catalog: Catalog) -> dict[int, bytes]:
+    """The video path of every segment id (photos are not listed): as many entries as the library has moments."""
+    with catalog.read() as conn:
+        return {int(i): p for i, p in conn.exec_driver_sql("SELECT id, path FROM images WHERE start_s IS NOT NULL")}

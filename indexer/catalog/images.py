@@ -13,7 +13,9 @@ from indexer.catalog.reads import rows_in
 from indexer.catalog.store import Catalog
 from indexer.images.metadata import ImageMetadata
 
-_COLUMNS = "id, path, folder, size, mtime_ns, content_hash, indexed_at, meta_version, " + ", ".join(METADATA_COLUMNS)
+_COLUMNS = ("id, path, folder, size, mtime_ns, content_hash, indexed_at, meta_version, " + ", ".join(METADATA_COLUMNS)
+            + ", segment, start_s, end_s, frame_s, duration_s, fps, codec")
+_META_END = 8 + len(METADATA_COLUMNS)
 _ID_LIMIT = 2 ** 63  # ids no SQLite integer can hold are simply not there
 
 
@@ -30,6 +32,17 @@ class ImageRecord:
     indexed_at: float
     metadata_read: bool  # False for rows indexed before metadata was stored, until the next index run
     metadata: ImageMetadata
+    segment: int = 0  # a video's moment: its number, span and frame, and the video's facts (None for a photo)
+    start_s: float | None = None
+    end_s: float | None = None
+    frame_s: float | None = None
+    duration_s: float | None = None
+    fps: float | None = None
+    codec: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return "video" if self.start_s is not None else "image"
 
 
 @dataclass
@@ -45,16 +58,17 @@ def _holdable(image_id: int) -> bool:
 
 def _record(row: tuple) -> ImageRecord:
     return ImageRecord(int(row[0]), row[1], row[2], int(row[3]), int(row[4]), row[5], float(row[6]),
-                       row[7] is not None, ImageMetadata(*row[8:]))
+                       row[7] is not None, ImageMetadata(*row[8:_META_END]), int(row[_META_END]), *row[_META_END + 1:])
 
 
 def record(catalog: Catalog, image_id: int | None = None, path: bytes | None = None) -> ImageRecord | None:
-    """The record of one image, by id or by path (None when there is none)."""
+    """The record of one image, by id or by path (a video's by path: its first moment); None when there is none."""
     if image_id is not None and not _holdable(image_id):
         return None
     column, value = ("id", image_id) if image_id is not None else ("path", path)
     with catalog.read() as conn:
-        row = conn.exec_driver_sql(f"SELECT {_COLUMNS} FROM images WHERE {column}=?", (value,)).fetchone()
+        row = conn.exec_driver_sql(f"SELECT {_COLUMNS} FROM images WHERE {column}=? ORDER BY segment LIMIT 1",
+                                   (value,)).fetchone()
     return None if row is None else _record(row)
 
 
@@ -63,6 +77,14 @@ def records(catalog: Catalog, ids: list[int]) -> dict[int, ImageRecord]:
     wanted = [int(i) for i in ids if _holdable(i)]
     with catalog.read() as conn:
         return {r.id: r for r in map(_record, rows_in(conn, _COLUMNS, "id", wanted))}
+
+
+def moments_of(catalog: Catalog, path: bytes) -> list[tuple[int, float, float, float]]:
+    """(id, start_s, end_s, frame_s) of every moment of the video at `path`, in time order."""
+    with catalog.read() as conn:
+        return [(int(i), a, b, f) for i, a, b, f in conn.exec_driver_sql(
+            "SELECT id, start_s, end_s, frame_s FROM images WHERE path=? AND start_s IS NOT NULL ORDER BY segment",
+            (path,))]
 
 
 def metadata_for(catalog: Catalog, ids: list[int]) -> dict[int, ImageMetadata]:

@@ -97,6 +97,53 @@ def m006_index_roots(conn: "Connection") -> None:
         "CREATE TABLE index_roots (root BLOB PRIMARY KEY, exclude TEXT NOT NULL, indexed_at REAL NOT NULL)")
 
 
+# A video is one row per segment (a moment with its own embedding); a photo is one row, segment 0, start_s NULL.
+VIDEO_COLUMNS = ("segment INTEGER NOT NULL DEFAULT 0", "start_s REAL", "end_s REAL", "frame_s REAL",
+                 "duration_s REAL", "fps REAL", "codec TEXT")
+
+
+def m007_video_segments(conn: "Connection") -> None:
+    # `path` was UNIQUE; a video's segments share it, so the key becomes (path, segment). SQLite cannot drop a
+    # column's UNIQUE constraint: the table is rebuilt (SQLite's documented procedure), in this one transaction.
+    old = [r[1] for r in conn.exec_driver_sql("PRAGMA table_info(images)")]
+    types = {r[1]: r[2] for r in conn.exec_driver_sql("PRAGMA table_info(images)")}
+    indexes = [r[0] for r in conn.exec_driver_sql(
+        "SELECT sql FROM sqlite_master WHERE type='index' AND tbl_name='images' AND sql IS NOT NULL")]
+    # ids are never reused (a vector index may hold a removed one): keep AUTOINCREMENT's high-water mark
+    high = conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name='images'").scalar()
+    rest = ", ".join(f"{c} {types[c]}".strip() for c in old if c not in
+                     ("id", "path", "folder", "size", "mtime_ns", "content_hash", "embedding", "seq", "indexed_at"))
+    conn.exec_driver_sql(
+        f"""CREATE TABLE images_new (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            path BLOB NOT NULL,
+            folder BLOB NOT NULL,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            content_hash BLOB NOT NULL,
+            embedding BLOB NOT NULL,
+            seq INTEGER NOT NULL,
+            indexed_at REAL NOT NULL{", " + rest if rest else ""},
+            {", ".join(VIDEO_COLUMNS)},
+            UNIQUE (path, segment)
+        )""")
+    columns = ", ".join(old)
+    conn.exec_driver_sql(f"INSERT INTO images_new ({columns}) SELECT {columns} FROM images")
+    conn.exec_driver_sql("DROP TABLE images")
+    conn.exec_driver_sql("ALTER TABLE images_new RENAME TO images")
+    for sql in indexes:
+        conn.exec_driver_sql(sql)
+    if high is not None:
+        conn.exec_driver_sql("INSERT INTO sqlite_sequence (name, seq) SELECT 'images', 0 WHERE NOT EXISTS "
+                             "(SELECT 1 FROM sqlite_sequence WHERE name='images')")
+        conn.exec_driver_sql("UPDATE sqlite_sequence SET seq=max(seq, ?) WHERE name='images'", (high,))
+    # `--kind` and the status counts: segments are the rows with a start
+    conn.exec_driver_sql("CREATE INDEX images_start ON images (start_s)")
+    # removed rows stay claimable by a moved video with their segments
+    for column in ("segment INTEGER NOT NULL DEFAULT 0", "start_s REAL", "end_s REAL", "frame_s REAL"):
+        conn.exec_driver_sql(f"ALTER TABLE vanished ADD COLUMN {column}")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", m001_initial),
     ("002_image_count", m002_image_count),
@@ -104,4 +151,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("004_metadata", m004_metadata),
     ("005_cameras", m005_cameras),
     ("006_index_roots", m006_index_roots),
+    ("007_video_segments", m007_video_segments),
 ]

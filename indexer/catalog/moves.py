@@ -41,8 +41,8 @@ class Reusable:
 
 def find_reusable(conn: Any, content_hash: bytes) -> Reusable | None:
     """An embedding for this content, and the entry to take over when its file is gone (reads only)."""
-    row = conn.exec_driver_sql(
-        "SELECT id, path, embedding FROM vanished WHERE content_hash=? LIMIT 1", (content_hash,)).fetchone()
+    row = conn.exec_driver_sql("SELECT id, path, embedding FROM vanished WHERE content_hash=? AND start_s IS NULL "
+                               "LIMIT 1", (content_hash,)).fetchone()
     if row:
         return Reusable(_vector(row[2]), Claim(VANISHED, int(row[0]), row[1]))
     rows = conn.exec_driver_sql("SELECT id, path, embedding FROM images WHERE content_hash=? LIMIT ?",
@@ -52,6 +52,49 @@ def find_reusable(conn: Any, content_hash: bytes) -> Reusable | None:
     gone = next((r for r in rows if not os.path.exists(r[1])), None)
     claim = Claim(MOVED, int(gone[0]), gone[1]) if gone else None
     return Reusable(_vector(rows[0][2]), claim)
+
+
+@dataclass
+class ReusableSegment:
+    segment: int
+    start_s: float
+    end_s: float
+    frame_s: float
+    embedding: np.ndarray
+
+
+@dataclass
+class ReusableVideo:
+    """The segments already cut for this content; `moved_from`: the gone video whose rows a new path takes."""
+
+    segments: list[ReusableSegment]
+    moved_from: bytes | None
+    moved_kind: str | None = None  # VANISHED (rows wait in `vanished`) or MOVED (rows of a gone file in images)
+
+
+def find_reusable_video(conn: Any, content_hash: bytes) -> ReusableVideo | None:
+    """A video's segments for this content: a vanished or gone video's (moved: the new path takes its rows),
+    else a copy's."""
+    columns = "segment, start_s, end_s, frame_s, embedding"
+    row = conn.exec_driver_sql("SELECT path FROM vanished WHERE content_hash=? AND start_s IS NOT NULL LIMIT 1",
+                               (content_hash,)).fetchone()
+    if row:
+        rows = conn.exec_driver_sql(f"SELECT {columns} FROM vanished WHERE content_hash=? AND path=? ORDER BY segment",
+                                    (content_hash, row[0])).fetchall()
+        return ReusableVideo(_segments(rows), row[0], VANISHED)
+    paths = [r[0] for r in conn.exec_driver_sql(
+        "SELECT DISTINCT path FROM images WHERE content_hash=? AND start_s IS NOT NULL LIMIT ?",
+        (content_hash, MAX_SAME_CONTENT))]
+    if not paths:
+        return None
+    gone = next((p for p in paths if not os.path.exists(p)), None)  # moved from outside the folders indexed
+    source = gone or paths[0]
+    rows = conn.exec_driver_sql(f"SELECT {columns} FROM images WHERE path=? ORDER BY segment", (source,)).fetchall()
+    return ReusableVideo(_segments(rows), gone, MOVED if gone else None)
+
+
+def _segments(rows: list) -> list[ReusableSegment]:
+    return [ReusableSegment(int(s), float(a), float(b), float(f), _vector(e)) for s, a, b, f, e in rows]
 
 
 def _vector(blob: bytes) -> np.ndarray:
@@ -64,8 +107,9 @@ def stash_removed(conn: "Connection", ids: list[int]) -> None:
         chunk = ids[start:start + 500]
         marks = ",".join("?" * len(chunk))
         conn.exec_driver_sql(
-            f"INSERT OR REPLACE INTO vanished (id, path, content_hash, embedding) "
-            f"SELECT id, path, content_hash, embedding FROM images WHERE id IN ({marks})", tuple(chunk))
+            f"INSERT OR REPLACE INTO vanished (id, path, content_hash, embedding, segment, start_s, end_s, frame_s) "
+            f"SELECT id, path, content_hash, embedding, segment, start_s, end_s, frame_s FROM images "
+            f"WHERE id IN ({marks})", tuple(chunk))
 
 
 def take_claim(conn: "Connection", claim: Claim | None) -> int | None:

@@ -10,7 +10,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from indexer.catalog.moves import Reusable, find_reusable
+from indexer.catalog.moves import Reusable, ReusableVideo, find_reusable, find_reusable_video
 from indexer.catalog.records import Changes, FailedFile, KnownFile
 from indexer.images.metadata import METADATA_VERSION
 
@@ -44,8 +44,14 @@ class CatalogReads:
     def folder_state(self, folder: bytes) -> tuple[dict[bytes, KnownFile], dict[bytes, KnownFile]]:
         """Indexed and failed files directly in `folder`, by path."""
         with self.read() as conn:
-            images = conn.exec_driver_sql("SELECT path, id, size, mtime_ns FROM images WHERE folder=?", (folder,))
-            known = {p: KnownFile(i, s, m) for p, i, s, m in images}
+            images = conn.exec_driver_sql(
+                "SELECT path, id, size, mtime_ns FROM images WHERE folder=? ORDER BY path, segment", (folder,))
+            known: dict[bytes, KnownFile] = {}
+            for p, i, s, m in images:
+                if p in known:  # a video's next segment
+                    known[p].more_ids += (int(i),)
+                else:
+                    known[p] = KnownFile(int(i), s, m)
             failures = conn.exec_driver_sql("SELECT path, size, mtime_ns FROM failures WHERE folder=?", (folder,))
             failed = {p: KnownFile(0, s, m) for p, s, m in failures}
         return known, failed
@@ -65,6 +71,11 @@ class CatalogReads:
         with self.read() as conn:
             return find_reusable(conn, content_hash)
 
+    def reusable_video(self, content_hash: bytes) -> ReusableVideo | None:
+        """The segments already cut for this video content (a moved or copied video is not decoded again)."""
+        with self.read() as conn:
+            return find_reusable_video(conn, content_hash)
+
     # --- what queries and the vector index read ---------------------------------------------------------------
     def seq(self) -> int:
         with self.read() as conn:
@@ -76,16 +87,30 @@ class CatalogReads:
             return int(conn.exec_driver_sql("SELECT value FROM meta WHERE key='image_count'").scalar())
 
     def counts(self) -> tuple[int, int]:
-        """(indexed images, failed files)."""
+        """(indexed rows: photos and video segments, failed files)."""
         with self.read() as conn:
             images = conn.exec_driver_sql("SELECT count(*) FROM images").scalar()
             failed = conn.exec_driver_sql("SELECT count(*) FROM failures").scalar()
         return int(images), int(failed)
 
+    def media_counts(self) -> tuple[int, int, int]:
+        """(photos, videos, video segments), through the index on start_s (segments are the rows with a start)."""
+        with self.read() as conn:
+            segments, videos = conn.exec_driver_sql(
+                "SELECT count(*), count(DISTINCT path) FROM images WHERE start_s IS NOT NULL").fetchone()
+            total = int(conn.exec_driver_sql("SELECT value FROM meta WHERE key='image_count'").scalar())
+        return total - int(segments), int(videos), int(segments)
+
     def paths_for(self, ids: list[int]) -> dict[int, bytes]:
         """Paths of the given ids that are in the catalog now, in one query."""
         with self.read() as conn:
             return {int(i): p for i, p in rows_in(conn, "id, path", "id", ids)}
+
+    def hit_rows(self, ids: list[int]) -> dict[int, tuple[bytes, float | None, float | None, float | None]]:
+        """(path, start_s, end_s, frame_s) of the given ids in the catalog now (the moment is None for a photo)."""
+        with self.read() as conn:
+            rows = rows_in(conn, "id, path, start_s, end_s, frame_s", "id", ids)
+            return {int(i): (p, a, b, f) for i, p, a, b, f in rows}
 
     def vectors_for(self, ids: np.ndarray, dim: int) -> np.ndarray:
         """Stored embeddings for `ids` in that order (zeros for ids no longer present)."""

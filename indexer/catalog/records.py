@@ -1,4 +1,4 @@
-"""Plain records the catalog reads and writes: known files, images to store, failures, batches, changes."""
+"""Plain records the catalog reads and writes: known files, images and videos to store, failures, batches, changes."""
 from __future__ import annotations
 
 import os
@@ -15,6 +15,12 @@ class KnownFile:
     id: int
     size: int
     mtime_ns: int
+    more_ids: tuple[int, ...] = ()  # a video's other segments
+
+    @property
+    def ids(self) -> list[int]:
+        """Every row of the file: one for a photo, one per segment for a video."""
+        return [self.id, *self.more_ids]
 
 
 @dataclass
@@ -32,6 +38,39 @@ class StoredImage:
 
 
 @dataclass
+class StoredSegment:
+    """One moment of a video: [start_s, end_s), shown by the frame at frame_s, whose embedding it carries."""
+
+    segment: int
+    start_s: float
+    end_s: float
+    frame_s: float
+    embedding: np.ndarray
+
+
+@dataclass
+class VideoFacts:
+    duration_s: float
+    fps: float | None
+    codec: str | None
+
+
+@dataclass
+class StoredVideo:
+    """One video to store whole: its rows (one per segment) replace every row its path had, in one transaction."""
+
+    path: bytes
+    size: int
+    mtime_ns: int
+    content_hash: bytes
+    facts: VideoFacts
+    segments: list[StoredSegment]
+    metadata: ImageMetadata | None = None
+    moved_from: bytes | None = None  # the gone video whose rows (ids and all) this path takes over
+    moved_kind: str | None = None  # how it went: moves.VANISHED or moves.MOVED
+
+
+@dataclass
 class FailedFile:
     path: bytes
     size: int
@@ -44,12 +83,14 @@ class BatchWrite:
     """Everything one transaction applies: the unit that survives or vanishes whole in a crash."""
 
     stored: list[StoredImage] = field(default_factory=list)
+    videos: list[StoredVideo] = field(default_factory=list)
     failed: list[FailedFile] = field(default_factory=list)
     removed_ids: list[int] = field(default_factory=list)
     removed_failures: list[bytes] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.stored) + len(self.failed) + len(self.removed_ids) + len(self.removed_failures)
+        rows = len(self.stored) + sum(len(v.segments) for v in self.videos)
+        return rows + len(self.failed) + len(self.removed_ids) + len(self.removed_failures)
 
 
 @dataclass

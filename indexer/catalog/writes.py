@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 from indexer.catalog.metadata import SET_METADATA, add_camera, metadata_values, write_metadata
 from indexer.catalog.moves import MOVED, forget_vanished, stash_removed, take_claim
 from indexer.catalog.records import BatchWrite, StoredImage, folder_of
+from indexer.catalog.videos import remove_path, store_video
 from indexer.images.metadata import METADATA_VERSION, ImageMetadata
 
 
@@ -36,6 +37,8 @@ class CatalogWrites:
             delta = 0
             for item in batch.stored:
                 delta += self._store(conn, item, seq, now)
+            for video in batch.videos:
+                delta += store_video(conn, video, seq, now)
             for failed in batch.failed:
                 conn.exec_driver_sql(
                     "INSERT OR REPLACE INTO failures (path, folder, size, mtime_ns, reason) VALUES (?,?,?,?,?)",
@@ -58,7 +61,7 @@ class CatalogWrites:
         blob = np.ascontiguousarray(item.embedding, dtype=np.float32).tobytes()
         conn.exec_driver_sql(
             "INSERT INTO images (id, path, folder, size, mtime_ns, content_hash, embedding, seq, indexed_at) "
-            "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(path) DO UPDATE SET size=excluded.size, "
+            "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(path, segment) DO UPDATE SET size=excluded.size, "
             "mtime_ns=excluded.mtime_ns, content_hash=excluded.content_hash, embedding=excluded.embedding, "
             "seq=excluded.seq, indexed_at=excluded.indexed_at",
             (reuse_id, item.path, folder_of(item.path), item.size, item.mtime_ns, item.content_hash, blob, seq, now))
@@ -69,12 +72,8 @@ class CatalogWrites:
 
     @staticmethod
     def _remove_path(conn: "Connection", path: bytes, seq: int) -> int:
-        """Remove an indexed path (it became unreadable); 1 when there was one."""
-        row = conn.exec_driver_sql("SELECT id FROM images WHERE path=?", (path,)).fetchone()
-        if row:
-            conn.exec_driver_sql("DELETE FROM images WHERE id=?", (row[0],))
-            conn.exec_driver_sql("INSERT OR REPLACE INTO removed (id, seq) VALUES (?, ?)", (row[0], seq))
-        return int(row is not None)
+        """Remove an indexed path (it became unreadable): its row, or a video's every segment; the rows removed."""
+        return remove_path(conn, path, seq)
 
     def write_metadata_by_id(self, items: list[tuple[int, ImageMetadata]]) -> None:
         """Fill in metadata of existing rows in one transaction; seq is untouched (embeddings did not change)."""

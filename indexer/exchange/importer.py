@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 
 from indexer.catalog.exchange import held_paths
+from indexer.catalog.records import StoredSegment, StoredVideo, VideoFacts
 from indexer.catalog.store import BatchWrite, Catalog, StoredImage
 from indexer.errors import ModelMismatchError, SearchEngineError
 from indexer.exchange.export import META_PREFIX, import_pyarrow
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from indexer.model.clip import ModelSpec
 
 CHUNK = 2000  # rows per read and per committed transaction
+VIDEO_COLUMNS = ["segment", "start_s", "end_s", "frame_s", "duration_s", "fps", "codec"]
 MIN_NORM = 1e-6
 
 
@@ -51,6 +53,7 @@ class _Rows:
     sizes: list[int] | None = None
     mtimes: list[int] | None = None
     hashes: list[bytes] | None = None
+    moments: list[tuple] | None = None  # per row: (segment, start_s, end_s, frame_s, duration_s, fps, codec)
 
 
 @dataclass
@@ -141,12 +144,14 @@ def _export_chunks(source: Source) -> Iterator[_Rows]:
 
     for file, _ in source.parts:
         reader = pq.ParquetFile(file)
-        for batch in reader.iter_batches(batch_size=CHUNK, columns=["path_bytes", "size", "mtime_ns",
-                                                                    "content_hash", "embedding"]):
+        videos = set(VIDEO_COLUMNS) <= set(reader.schema_arrow.names)  # exports from before videos have none
+        columns = ["path_bytes", "size", "mtime_ns", "content_hash", "embedding"] + (VIDEO_COLUMNS if videos else [])
+        for batch in reader.iter_batches(batch_size=CHUNK, columns=columns):
             flat = batch.column("embedding").flatten().to_numpy(zero_copy_only=False)
+            moments = list(zip(*(batch.column(c).to_pylist() for c in VIDEO_COLUMNS))) if videos else None
             yield _Rows(batch.column("path_bytes").to_pylist(), flat.reshape(-1, source.dim).astype(np.float32),
                         batch.column("size").to_pylist(), batch.column("mtime_ns").to_pylist(),
-                        batch.column("content_hash").to_pylist())
+                        batch.column("content_hash").to_pylist(), moments)
 
 
 def _clip_retrieval_chunks(source: Source) -> Iterator[_Rows]:
@@ -166,24 +171,35 @@ def _clip_retrieval_chunks(source: Source) -> Iterator[_Rows]:
 def import_source(catalog: Catalog, source: Source, require_files: bool,
                   after_commit: Callable[[], None], summary: ImportSummary) -> None:
     """Commit the source's new rows a chunk per transaction (the caller holds the writer lock)."""
+    videos: dict[bytes, StoredVideo] = {}  # a video's segments may span chunks: stored whole at the end
     for rows in source.chunks():
         if rows.vectors.shape != (len(rows.paths), source.dim):
             raise ImportSourceError(f"{source.path}: embeddings of shape {rows.vectors.shape}, expected "
                                     f"({len(rows.paths)}, {source.dim})")
         held = held_paths(catalog, rows.paths)
-        batch = BatchWrite(stored=list(_stored(rows, held, require_files, summary)))
+        batch = BatchWrite(stored=list(_stored(rows, held, require_files, summary, videos)))
         if batch.stored:
             catalog.apply(batch)
             summary.added += len(batch.stored)
             after_commit()
+    whole = list(videos.values())
+    for start in range(0, len(whole), 50):
+        catalog.apply(BatchWrite(videos=whole[start:start + 50]))
+        summary.added += len(whole[start:start + 50])
+        after_commit()
 
 
-def _stored(rows: _Rows, held: set[bytes], require_files: bool, summary: ImportSummary) -> Iterator[StoredImage]:
+def _stored(rows: _Rows, held: set[bytes], require_files: bool, summary: ImportSummary,
+            videos: dict[bytes, StoredVideo]) -> Iterator[StoredImage]:
+    """The chunk's new photos; its video segments are gathered into `videos` (stored once all are read)."""
     norms = np.linalg.norm(rows.vectors, axis=1)
     # Rows already of unit length are kept bit for bit (an export re-imported is the same library).
     scale = np.where(np.abs(norms - 1) > 1e-6, norms, 1.0)
     seen: set[bytes] = set()
     for n, path in enumerate(rows.paths):
+        if path in videos and rows.moments is not None and rows.moments[n][1] is not None:
+            _add_segment(videos[path], rows.moments[n], (rows.vectors[n] / scale[n]).astype(np.float32))
+            continue
         if path in held or path in seen:
             summary.already += 1
             continue
@@ -197,7 +213,21 @@ def _stored(rows: _Rows, held: set[bytes], require_files: bool, summary: ImportS
         summary.without_file += not present
         seen.add(path)
         size, mtime_ns, digest = _identity(rows, n, path, present)
-        yield StoredImage(path, size, mtime_ns, digest, (rows.vectors[n] / scale[n]).astype(np.float32))
+        vector = (rows.vectors[n] / scale[n]).astype(np.float32)
+        if rows.moments is not None and rows.moments[n][1] is not None:
+            segment, start_s, end_s, frame_s, duration_s, fps, codec = rows.moments[n]
+            videos[path] = StoredVideo(path, size, mtime_ns, digest, VideoFacts(duration_s, fps, codec), [])
+            _add_segment(videos[path], rows.moments[n], vector)
+            continue
+        yield StoredImage(path, size, mtime_ns, digest, vector)
+
+
+def _add_segment(video: StoredVideo, moment: tuple, vector: np.ndarray) -> None:
+    segment, start_s, end_s, frame_s = moment[:4]
+    if any(s.segment == segment for s in video.segments):
+        return  # the same row twice in the source
+    video.segments.append(StoredSegment(int(segment), start_s, end_s, frame_s, vector))
+    video.segments.sort(key=lambda s: s.segment)
 
 
 def _identity(rows: _Rows, n: int, path: bytes, present: bool) -> tuple[int, int, bytes]:

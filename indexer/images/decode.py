@@ -205,6 +205,22 @@ def preprocess_model_image(decoded: ModelImage, cfg: PreprocessConfig) -> np.nda
     return _normalise(pixels, cfg.mean, cfg.std)
 
 
+def crop_for_model(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
+    """The (H, W, 3) uint8 crop `preprocess` normalises: a quarter of the float array's bytes while in flight."""
+    target = resize_target(img.size, cfg)
+    if target != img.size:
+        resample = Image.Resampling.BILINEAR if cfg.interpolation == "bilinear" else Image.Resampling.BICUBIC
+        img = img.resize(target, resample)
+    img = img if img.mode == "RGB" else img.convert("RGB")
+    return np.ascontiguousarray(_center_crop_or_pad(np.asarray(img), cfg.image_size, cfg.fill_color))
+
+
+def normalise_crops(crops: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """(N, H, W, 3) uint8 crops to the model's (N, 3, H, W) float32 input, exactly as `preprocess` does."""
+    return np.stack([_normalise(c, cfg.mean, cfg.std) for c in crops]) if len(crops) else \
+        np.empty((0, 3, cfg.image_size, cfg.image_size), np.float32)
+
+
 def _center_crop_or_pad(pixels: np.ndarray, size: int, fill: int) -> np.ndarray:
     """torchvision's center_crop / open_clip's center_crop_or_pad on an (H, W, 3) uint8 array."""
     h, w = pixels.shape[:2]

@@ -78,6 +78,20 @@ def store_thumbnail(library: Path, content_hash: bytes, decoded: "ModelImage") -
     write_atomically(target, encode_jpeg(thumbnail_from_model_image(decoded), THUMBNAIL_QUALITY))
 
 
+def frame_cache_key(content_hash: bytes, frame_s: float) -> bytes:
+    """The cache key of a video frame's thumbnail or preview: the video's content and the frame's millisecond."""
+    import hashlib
+
+    return hashlib.blake2b(content_hash + b"@%d" % round(frame_s * 1000), digest_size=16).digest()
+
+
+def store_thumbnail_bytes(library: Path, key: bytes, jpeg: bytes) -> None:
+    """Cache an already encoded thumbnail (a video frame's, made by the worker that decoded it)."""
+    target = cache_path(library, "thumbnail", key)
+    if not target.exists():
+        write_atomically(target, jpeg)
+
+
 def render(data: bytes, kind: str) -> bytes:
     """A thumbnail or preview JPEG from an image file's bytes (EXIF orientation applied)."""
     from PIL import Image

@@ -19,6 +19,8 @@ from indexer.cpu import usable_cores
 from indexer.images.decode import PreprocessConfig
 from indexer.pipeline.plan import Plan, Task
 from indexer.pipeline.prepare import Prepared, Preparer, init_worker, prepare_in_worker
+from indexer.pipeline.video import VideoOptions
+from indexer.pipeline.video_store import stored_video
 
 REMOVALS_PER_TRANSACTION = 5000
 
@@ -39,6 +41,9 @@ class Reporter(Protocol):
 class IndexOptions:
     batch_size: int = 32
     workers: int | None = None  # decode processes; 0 decodes in this process
+    video_interval_s: float | None = None  # asked for this run (then remembered); None: the library's own
+    video_max_segments: int | None = None
+    video: VideoOptions | None = None  # the sampling in effect (set by the run from the above and the library)
 
 
 @dataclass
@@ -49,6 +54,8 @@ class IndexSummary:
     unchanged: int = 0
     failed: int = 0
     reused: int = 0
+    videos: int = 0  # videos stored (part of `added` and `updated`)
+    segments: int = 0  # their segments
     moved: int = 0  # entries that followed their renamed or moved file (part of `added` and `reused`)
     encoded: int = 0
     metadata_filled: int = 0  # rows from before metadata was stored, filled in from their headers
@@ -88,6 +95,8 @@ def _embed_all(catalog: Catalog, plan: Plan, model: Encoder, options: IndexOptio
         elif prepared.embedding is not None:
             writer.summary.reused += 1
             writer.store(prepared, prepared.embedding)
+        elif prepared.video is not None:
+            writer.store_video(prepared, model, options.batch_size)
         else:
             pending.append(prepared)
             if len(pending) >= options.batch_size:
@@ -129,7 +138,7 @@ def _prepared(tasks: Iterable[Task], catalog: Catalog, cfg: PreprocessConfig, op
     """Prepared files in task order; at most a few batches in flight, so memory stays bounded."""
     workers = default_workers() if options.workers is None else options.workers
     if workers == 0:
-        preparer = Preparer(str(catalog.path), cfg)
+        preparer = Preparer(str(catalog.path), cfg, options.video or VideoOptions())
         yield from map(preparer, tasks)
         return
     # forkserver: workers start from a clean process, never a fork of one running torch threads.
@@ -137,7 +146,7 @@ def _prepared(tasks: Iterable[Task], catalog: Catalog, cfg: PreprocessConfig, op
     context.set_forkserver_preload(["indexer.pipeline.prepare"])
     limit = 2 * options.batch_size + 2 * workers
     with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker,
-                             initargs=(str(catalog.path), cfg)) as pool:
+                             initargs=(str(catalog.path), cfg, options.video or VideoOptions())) as pool:
         inflight: deque[Future] = deque()
         for task in tasks:
             inflight.append(pool.submit(prepare_in_worker, task))
@@ -167,6 +176,21 @@ class BatchWriter:
             self.summary.added += 1
         else:
             self.summary.updated += 1
+        self._maybe_flush()
+
+    def store_video(self, prepared: Prepared, model: Encoder | None, batch_size: int) -> None:
+        """Encode a video's samples (unless its segments are reused), cut them into segments, store it whole."""
+        video = stored_video(prepared, model, batch_size, self.catalog.path.parent)
+        self.summary.encoded += 0 if prepared.video.reused else len(prepared.video.times)
+        self.summary.reused += prepared.video.reused is not None
+        self.summary.moved += video.moved_from is not None
+        self.summary.videos += 1
+        self.summary.segments += len(video.segments)
+        if prepared.task.existing_id is None:
+            self.summary.added += 1
+        else:
+            self.summary.updated += 1
+        self.batch.videos.append(video)
         self._maybe_flush()
 
     def fail(self, prepared: Prepared) -> None:

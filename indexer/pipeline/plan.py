@@ -114,8 +114,8 @@ def _plan_folder(catalog: Catalog, scan: FolderScan, plan: Plan, on_skip: SkipFn
     if scan.single_file:
         return
     present = {e.path for e in scan.files} | {p for p, _ in scan.problems}
-    _remove(plan, on_removals, [k.id for p, k in known.items() if p not in present],
-            [p for p in failed if p not in present])
+    gone = [k for p, k in known.items() if p not in present]
+    _remove(plan, on_removals, gone, [p for p in failed if p not in present])
 
 
 def _plan_file(entry: FileEntry, known: KnownFile | None, failed: KnownFile | None, plan: Plan) -> None:
@@ -137,13 +137,14 @@ def _plan_vanished_folders(catalog: Catalog, root: bytes, walk: _Walk, plan: Pla
         if any(folder == u or folder.startswith(u.rstrip(b"/") + b"/") for u in walk.unlisted):
             continue  # could not be listed this time: keep it rather than lose it
         known, failed = catalog.folder_state(folder)
-        _remove(plan, on_removals, [k.id for k in known.values()], list(failed))
+        _remove(plan, on_removals, list(known.values()), list(failed))
 
 
-def _remove(plan: Plan, on_removals: RemovalsFn, ids: list[int], failures: list[bytes]) -> None:
-    if ids or failures:
-        plan.removed += len(ids)
-        on_removals(ids, failures)
+def _remove(plan: Plan, on_removals: RemovalsFn, files: list[KnownFile], failures: list[bytes]) -> None:
+    """Remove indexed files (every row of each: a video's segments too) and failures that are gone."""
+    if files or failures:
+        plan.removed += len(files)
+        on_removals([i for known in files for i in known.ids], failures)
 
 
 def _lstat(path: bytes) -> tuple[int, int]:

@@ -19,11 +19,13 @@ from indexer.images.files import read_file
 from indexer.images.metadata import ImageMetadata, header_metadata
 from indexer.images.thumbnails import store_thumbnail
 from indexer.pipeline.plan import Task
+from indexer.pipeline.video import VideoOptions, VideoSamples, prepare_video
+from indexer.video.files import is_video_name
 
 
 @dataclass
 class Prepared:
-    """The outcome for one file: exactly one of `pixels`, `embedding`, `error` is set."""
+    """The outcome for one file: exactly one of `pixels`, `embedding`, `video`, `error` is set."""
 
     task: Task
     size: int = 0
@@ -35,19 +37,23 @@ class Prepared:
     metadata: ImageMetadata | None = None
     vanished: bool = False  # deleted since the scan: an error to report, not a failure to record
     claim: Claim | None = None  # a moved file's old entry, which this new path takes over
+    video: VideoSamples | None = None  # a video's samples (to encode) or reused segments, instead of pixels
 
 
 class Preparer:
     """Holds what a worker reuses across files: the preprocessing config and a read-only catalog connection."""
 
-    def __init__(self, catalog_path: str, cfg: PreprocessConfig):
+    def __init__(self, catalog_path: str, cfg: PreprocessConfig, video: VideoOptions = VideoOptions()):
         self.cfg = cfg
+        self.video_options = video
         self.catalog_path = catalog_path
         self._catalog: Catalog | None = None
         # SEARCHENGINE_THUMBNAILS=0 leaves thumbnails to the server's first request (and lets benchmarks compare).
         self.thumbnails = os.environ.get("SEARCHENGINE_THUMBNAILS", "1") != "0"
 
     def __call__(self, task: Task) -> Prepared:
+        if is_video_name(task.path):
+            return self._video(task)
         try:
             data, size, mtime_ns = read_file(task.path)
         except FileNotFoundError as exc:
@@ -75,6 +81,12 @@ class Preparer:
             result.metadata = result.metadata.with_mtime_fallback(mtime_ns)
         return result
 
+    def _video(self, task: Task) -> Prepared:
+        outcome = prepare_video(task.path, self._read_only_catalog(), self.cfg, self.video_options)
+        return Prepared(task, outcome.size, outcome.mtime_ns, outcome.content_hash, error=outcome.error,
+                        vanished=outcome.vanished, video=outcome.samples,
+                        metadata=outcome.samples.metadata if outcome.samples else None)
+
     def _thumbnail(self, content_hash: bytes) -> Callable[[ModelImage], None]:
         def store(decoded: ModelImage) -> None:
             try:
@@ -93,10 +105,10 @@ class Preparer:
 _worker: Preparer | None = None
 
 
-def init_worker(catalog_path: str, cfg: PreprocessConfig) -> None:
+def init_worker(catalog_path: str, cfg: PreprocessConfig, video: VideoOptions = VideoOptions()) -> None:
     global _worker
     lowest_priority()
-    _worker = Preparer(catalog_path, cfg)
+    _worker = Preparer(catalog_path, cfg, video)
 
 
 def lowest_priority() -> None:

@@ -10,6 +10,8 @@ import stat
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
+from indexer.video.files import is_video_name
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff",
                               ".heic", ".heif", ".avif"})
 
@@ -23,7 +25,7 @@ class FileEntry:
 
 @dataclass
 class FolderScan:
-    """One folder's candidate image files, and what went wrong reading it."""
+    """One folder's candidate photo and video files, and what went wrong reading it."""
 
     folder: bytes
     files: list[FileEntry] = field(default_factory=list)
@@ -34,6 +36,11 @@ class FolderScan:
 
 def is_image_name(name: bytes) -> bool:
     return os.path.splitext(name)[1].lower().decode("ascii", "replace") in IMAGE_EXTENSIONS
+
+
+def is_media_name(name: bytes) -> bool:
+    """A photo or a video, by its extension (any case)."""
+    return is_image_name(name) or is_video_name(name)
 
 
 def absolute(path: str | bytes) -> bytes:
@@ -100,12 +107,12 @@ def _classify(entry: os.DirEntry, scan: FolderScan, subfolders: list[bytes], exc
         is_dir = entry.is_dir()
         is_file = entry.is_file()
     except OSError as exc:  # e.g. a link loop: worth a message only where an image was expected
-        if is_image_name(entry.name):
+        if is_media_name(entry.name):
             scan.problems.append((path, _reason(exc)))
         return
     if is_dir:
         subfolders.append(path)
-    elif is_image_name(entry.name):
+    elif is_media_name(entry.name):
         if not is_file:
             reason = "broken symbolic link" if entry.is_symlink() else "not a regular file"
             scan.problems.append((path, reason))

@@ -1,5 +1,6 @@
 """Phase two of an index run on Ray: read -> hash -> decode as Ray Data tasks, encode in an actor pool,
 commit batch by batch in this process exactly as the local pipeline does (one transaction per batch).
+Videos come after the photos: each is sampled as a Ray task, and its frames encoded by this process's model.
 
 Planning (plan.py) and committing (pipeline.BatchWriter, Catalog.apply) are the local path's own; so is the
 decode (prepare.Preparer). Files are read on the workers: on a cluster they must see the same paths (shared
@@ -19,7 +20,9 @@ from indexer.images.decode import PreprocessConfig
 from indexer.pipeline.local import BatchWriter, Encoder, IndexOptions, IndexSummary, Reporter, embedding_run
 from indexer.pipeline.plan import Plan, Task
 from indexer.pipeline.prepare import Prepared, Preparer
+from indexer.pipeline.video import VideoOptions
 from indexer.ray.session import RayCluster, ray_session
+from indexer.video.files import is_video_name
 
 WINDOW = 20_000  # tasks per Ray dataset: the driver never holds the whole to-do list
 MAX_ACTOR_CPUS = 8  # torch threads per encoder actor on a CPU cluster
@@ -33,6 +36,7 @@ class _Setup:
     model: str
     pretrained: str
     precision: str
+    video: VideoOptions = VideoOptions()
 
 
 def run_ray_pipeline(catalog: Catalog, plan: Plan, encoder: Callable[[], Encoder], options: IndexOptions,
@@ -43,12 +47,59 @@ def run_ray_pipeline(catalog: Catalog, plan: Plan, encoder: Callable[[], Encoder
             meta = catalog.meta()
             # The driver's model gives the preprocessing config (and a new library's text tower).
             setup = _Setup(str(catalog.path), encoder().preprocess_cfg, int(meta["dim"]), meta["model"],
-                           meta["pretrained"], meta.get("image_precision", "fp32"))
+                           meta["pretrained"], meta.get("image_precision", "fp32"), options.video or VideoOptions())
+            videos: list[Task] = []
             with ray_session(address) as cluster:
-                for window in _windows(plan.tasks()):
+                for window in _windows(_photos(plan.tasks(), videos)):
                     for batch in _results(window, setup, cluster, options.batch_size):
                         _commit(batch, writer, reporter)
+                _videos(videos, setup, cluster, encoder(), options.batch_size, writer, reporter)
     return writer.summary
+
+
+def _photos(tasks: Iterable[Task], videos: list[Task]) -> Iterator[Task]:
+    """The photo tasks; video tasks are set aside in `videos` (a few per library, each a task of its own)."""
+    for task in tasks:
+        if is_video_name(task.path):
+            videos.append(task)
+        else:
+            yield task
+
+
+def _videos(tasks: list[Task], setup: _Setup, cluster: RayCluster, model: Encoder, batch_size: int,
+            writer: BatchWriter, reporter: Reporter) -> None:
+    """Each video decoded (sampled by keyframe seek) as a Ray task, its frames encoded here and committed whole:
+    a video's frames are one unit, so they are not spread over the actor pool's batches."""
+    import ray
+
+    prepare = ray.remote(num_cpus=1, max_retries=3)(_prepare_video)
+    pending = list(reversed(tasks))
+    inflight: list = []
+    while pending or inflight:
+        while pending and len(inflight) < max(1, cluster.cpus):
+            inflight.append(prepare.remote(pending.pop(), setup))
+        ready, inflight = ray.wait(inflight, num_returns=1)
+        prepared = ray.get(ready[0])
+        if prepared.error is not None:
+            reporter.skipped(prepared.task.path, prepared.error)
+            writer.fail(prepared)
+        else:
+            writer.store_video(prepared, model, batch_size)
+        reporter.advance(1)
+
+
+def _prepare_video(task: Task, setup: _Setup) -> Prepared:
+    return _preparer(setup)(task)
+
+
+def _preparer(setup: _Setup) -> Preparer:
+    preparer = _preparers.get(setup)
+    if preparer is None:
+        from indexer.pipeline.prepare import lowest_priority
+
+        lowest_priority()  # as locally: the reads yield the cores to the model
+        preparer = _preparers[setup] = _ReusingWhereItCan(setup.catalog_path, setup.cfg, setup.video)
+    return preparer
 
 
 def _windows(tasks: Iterable[Task]) -> Iterator[list[Task]]:
@@ -118,12 +169,7 @@ _preparers: dict[_Setup, Preparer] = {}
 
 def _prepare_batch(batch: dict[str, np.ndarray], setup: _Setup) -> dict[str, np.ndarray]:
     """Read, hash and decode (or reuse by content hash) a batch of files on a worker."""
-    preparer = _preparers.get(setup)
-    if preparer is None:
-        from indexer.pipeline.prepare import lowest_priority
-
-        lowest_priority()  # as locally: the reads yield the cores to the model
-        preparer = _preparers[setup] = _ReusingWhereItCan(setup.catalog_path, setup.cfg)
+    preparer = _preparer(setup)
     results = [preparer(Task(bytes(p), None if i < 0 else int(i))) for p, i in zip(batch["path"], batch["existing_id"])]
     size = setup.cfg.image_size
     pixels = np.zeros((len(results), 3, size, size), np.float32)
@@ -160,6 +206,9 @@ class _ReusingWhereItCan(Preparer):
 
 class _NoCatalog:
     def reusable(self, content_hash: bytes) -> None:
+        return None
+
+    def reusable_video(self, content_hash: bytes) -> None:
         return None
 
 

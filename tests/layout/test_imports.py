@@ -19,13 +19,14 @@ BASE = {"indexer", "indexer.errors", "indexer.durable", "indexer.cpu", "indexer.
 ALLOWED = {
     "indexer": set(), "indexer.errors": set(), "indexer.durable": set(), "indexer.cpu": set(), "indexer.lock": set(),
     "indexer.images": BASE,
-    "indexer.catalog": BASE | {"indexer.images"},
+    "indexer.catalog": BASE | {"indexer.images", "indexer.video"},
     "indexer.model": BASE | {"indexer.images"},
+    "indexer.video": BASE | {"indexer.images"},
     "indexer.vectors": BASE | {"indexer.catalog"},
-    "indexer.pipeline": BASE | {"indexer.images", "indexer.catalog", "indexer.model"},
+    "indexer.pipeline": BASE | {"indexer.images", "indexer.video", "indexer.catalog", "indexer.model"},
     "indexer.exchange": BASE | {"indexer.images", "indexer.catalog", "indexer.model"},
-    "indexer.ray": BASE | {"indexer.images", "indexer.catalog", "indexer.model", "indexer.pipeline"},
-    "indexer.index_run": BASE | {"indexer.images", "indexer.catalog", "indexer.model", "indexer.vectors",
+    "indexer.ray": BASE | {"indexer.images", "indexer.video", "indexer.catalog", "indexer.model", "indexer.pipeline"},
+    "indexer.index_run": BASE | {"indexer.images", "indexer.video", "indexer.catalog", "indexer.model", "indexer.vectors",
                                  "indexer.pipeline", "indexer.exchange", "indexer.ray"},
 }
 INDEXER = set(ALLOWED)
