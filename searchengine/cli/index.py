@@ -26,19 +26,24 @@ from searchengine.library.api import Library
               help="Opt-in faster CPU image encoder (dynamic int8, checked on your first photos); first run only.")
 @click.option("--ray", "ray_address", default=None, is_flag=False, flag_value="auto", metavar="[auto|ADDRESS]",
               help="Run the work on Ray: `auto` starts a local instance; an address joins a cluster (ray extra).")
+@click.option("--video-interval", default=None, type=click.FloatRange(0.1, 3600), metavar="S",
+              help="Sample a video's frames at most every S seconds (default 2; remembered).")
+@click.option("--video-max-segments", default=None, type=click.IntRange(1, 100_000), metavar="N",
+              help="At most N segments per video, spread over its length (default 500; remembered).")
 @device_option
 @json_option
-def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, int8, ray_address, device,
-          as_json) -> None:
-    """Index image files under PATHS (none: the folders earlier runs were given): new and changed files are
-    embedded, vanished ones removed."""
+def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, int8, ray_address, video_interval,
+          video_max_segments, device, as_json) -> None:
+    """Index photos and videos under PATHS (none: the folders earlier runs were given): new and changed files
+    are embedded, vanished ones removed; a video is cut into moments (segments), each embedded."""
     from indexer.cpu import yield_to_queries
     from indexer.pipeline.local import IndexOptions
 
     if ray_address is None:  # a local run; Ray's processes keep their own priorities
         yield_to_queries()  # a `search` or a server's requests come first when they compete for the cores
     library = Library.open(library_dir)
-    options = IndexOptions(batch_size=batch_size, workers=workers)
+    options = IndexOptions(batch_size=batch_size, workers=workers, video_interval_s=video_interval,
+                           video_max_segments=video_max_segments)
     with Progress() as progress:
         if not paths:
             if exclude or model or pretrained or int8:
@@ -53,9 +58,13 @@ def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, i
         click.echo(json.dumps(figures))
     else:
         click.echo(f"added {summary.added}, updated {summary.updated}, removed {summary.removed}, "
-                   f"unchanged {summary.unchanged}, failed {summary.failed} "
+                   f"unchanged {summary.unchanged}, failed {summary.failed}{_videos(summary)} "
                    f"({summary.reused} reused by content, {summary.moved} moved, {summary.images_per_s:.1f} images/s, "
                    f"{summary.seconds:.1f} s{_on_device(summary)})", err=True)
+
+
+def _videos(summary: Any) -> str:
+    return f", {summary.videos} videos in {summary.segments} segments" if summary.videos else ""
 
 
 def _on_device(summary: Any) -> str:

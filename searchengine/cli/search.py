@@ -23,18 +23,20 @@ def filter_options(command: Any) -> Any:
         click.option("--in", "folder", metavar="FOLDER", help="In FOLDER or below it."),
         click.option("--camera", metavar="TEXT", help="Camera make or model contains TEXT (any case)."),
         click.option("--near", metavar="LAT,LON[,KM]", help="Taken within KM (default 1) of a place."),
-        click.option("--format", "image_format", metavar="FORMAT", help="jpeg, png, webp, gif, bmp, tiff, heic, avif."),
+        click.option("--format", "image_format", metavar="FORMAT",
+                     help="jpeg, png, webp, gif, bmp, tiff, heic, avif; mp4, m4v, mov, 3gp, mkv, webm, avi."),
         click.option("--orientation", metavar="landscape|portrait|square", help="Shape as displayed."),
+        click.option("--kind", metavar="image|video", help="Photos only, or videos only."),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def parse_filters(after, before, folder, camera, near, image_format, orientation) -> SearchFilters:
+def parse_filters(after, before, folder, camera, near, image_format, orientation, kind) -> SearchFilters:
     try:
         return SearchFilters.parse(after=after, before=before, folder=folder, camera=camera, near=near,
-                                   format=image_format, orientation=orientation)
+                                   format=image_format, orientation=orientation, kind=kind)
     except FilterError as exc:
         raise click.UsageError(str(exc)) from None
 
@@ -56,18 +58,20 @@ def parse_filters(after, before, folder, camera, near, image_format, orientation
 @click.option("--copy-to", type=click.Path(file_okay=False), default=None, help="Copy the results into this folder.")
 @click.option("--link-to", type=click.Path(file_okay=False), default=None,
               help="Put symbolic links to the results into this folder.")
+@click.option("--moments", is_flag=True, help="List every matching moment of a video, not only its best one.")
 @filter_options
 @library_option
 @json_option
 def search(query, image, add, subtract, force_text, limit, exact, null, min_score, cutoff, copy_to, link_to,
-           after, before, folder, camera, near, image_format, orientation, library_dir, as_json) -> None:
+           moments, after, before, folder, camera, near, image_format, orientation, kind, library_dir,
+           as_json) -> None:
     """Search by TEXT, by an image FILE (or --image), or by terms joined with + and - (rclip's syntax).
 
     A term is a text or an existing image file, optionally weighted: "./racing car.jpg" - "2:sports car" + snow.
     Filters narrow the search; alone, they list the matching images newest first.
     """
     steps.since_begin("argument parsing")
-    filters = parse_filters(after, before, folder, camera, near, image_format, orientation)
+    filters = parse_filters(after, before, folder, camera, near, image_format, orientation, kind)
     if query and image is not None:
         raise click.UsageError("give TEXT or --image, not both")
     if not query and image is None and not add and not subtract and not filters:
@@ -77,15 +81,16 @@ def search(query, image, add, subtract, force_text, limit, exact, null, min_scor
     library = Library.open(library_dir)
     terms = _query_terms(query, image, add, subtract, force_text)
     if not terms:  # filters alone: newest first
-        hits = library.search(limit=limit, filters=filters)
+        hits = library.search(limit=limit, filters=filters, moments=moments)
     elif len(terms) == 1 and terms[0].weight > 0:  # one term: the plain text or image search, as before
         single = str(terms[0].value)
         hits = library.search(text=single if terms[0].kind == "text" else None,
                               image=single if terms[0].kind == "image" else None,
-                              limit=limit, exact=exact, min_score=min_score, cutoff=cutoff, filters=filters)
+                              limit=limit, exact=exact, min_score=min_score, cutoff=cutoff, filters=filters,
+                              moments=moments)
     else:
         hits = library.search(terms=terms, limit=limit, exact=exact, min_score=min_score, cutoff=cutoff,
-                              filters=filters)
+                              filters=filters, moments=moments)
     with steps.step("output"):
         if as_json:
             click.echo(json.dumps([_hit_json(h) for h in hits]))
@@ -95,18 +100,29 @@ def search(query, image, add, subtract, force_text, limit, exact, null, min_scor
                     write_out(os.fsencode(hit.path) + b"\0")
                 else:
                     first = f"{hit.score:.4f}" if hit.score is not None else (hit.taken_at or "-")
-                    write_out(f"{first}\t".encode() + escape_path(os.fsencode(hit.path)) + b"\n")
+                    moment = f"\t@{clock(hit.start_s)}".encode() if hit.start_s is not None else b""
+                    write_out(f"{first}\t".encode() + escape_path(os.fsencode(hit.path)) + moment + b"\n")
     if copy_to is not None or link_to is not None:
         from searchengine.cli.copy_out import export
 
         target = copy_to if copy_to is not None else link_to
-        written = export([h.path for h in hits], target, "copy" if copy_to is not None else "link")
+        written = export(list(dict.fromkeys(h.path for h in hits)), target, "copy" if copy_to is not None else "link")
         verb = "copied" if copy_to is not None else "linked"
         click.echo(f"{verb} {len(written)} files into {os.path.abspath(target)}", err=True)
 
 
+def clock(seconds: float) -> str:
+    """A moment as people read it: m:ss, or h:mm:ss from an hour on (whole seconds, rounded down)."""
+    whole = max(0, int(seconds))
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
 def _hit_json(hit: Any) -> dict:
     fields = asdict(hit)
+    if hit.kind != "video":
+        for key in ("start_s", "end_s", "frame_s"):
+            fields.pop(key)
     if hit.score is not None:
         fields["score"] = round(hit.score, 6)
     return fields

@@ -41,7 +41,9 @@ def _stderr_notice(message: str) -> None:
 @dataclass
 class LibraryStatus:
     library: str
-    images: int
+    images: int  # photos
+    videos: int
+    segments: int  # the videos' moments, each searchable like a photo
     failed: int
     model: str
     pretrained: str
@@ -87,9 +89,11 @@ class Library(LibraryIndexing, LibrarySearch):
     def status(self) -> LibraryStatus:
         catalog = self._readable_catalog()
         meta = catalog.meta()
-        images, failed = catalog.counts()
+        _, failed = catalog.counts()
+        photos, videos, segments = catalog.media_counts()
         tower_problem = self._text_tower_problem()
-        return LibraryStatus(str(self.folder), images, failed, meta["model"], meta["pretrained"], int(meta["dim"]),
+        return LibraryStatus(str(self.folder), photos, videos, segments, failed, meta["model"], meta["pretrained"],
+                             int(meta["dim"]),
                              meta.get("index_kind", "none"), "torch" if tower_problem else "numpy",
                              meta.get("image_precision", "fp32"), tower_problem or "", meta.get("device", "none"),
                              meta.get("compute_precision", "none"))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -49,6 +49,7 @@ class LibraryIndexing(_Host):
         from indexer.model.clip import ModelSpec
         from indexer.model.device import check_device
         from indexer.pipeline.local import IndexOptions
+        from indexer.pipeline.video import remembered_video_options
 
         started = time.monotonic()
         reporter = reporter or _Quiet()
@@ -71,6 +72,8 @@ class LibraryIndexing(_Host):
             catalog = self._writable_catalog()
             self._check_model(catalog, model, pretrained)
             self._check_precision(catalog, image_precision)
+            options = replace(options, video=remembered_video_options(catalog, options.video_interval_s,
+                                                                     options.video_max_segments))
             check_device(device, cpu_only=precision_of(catalog) == "int8")
             summary = run_index(catalog, self._index_store(catalog), self._spec(catalog), str(self.folder), roots,
                                 exclude, options, reporter, self._loaded_model, lambda: self._model, run)
@@ -98,7 +101,8 @@ class LibraryIndexing(_Host):
         for exclude, roots in groups.items():
             summary = self.index([os.fsdecode(r) for r in roots], options=options, exclude=exclude,
                                  reporter=reporter, ray=ray, device=device)
-            for name in ("added", "updated", "removed", "unchanged", "failed", "reused", "encoded", "seconds"):
+            for name in ("added", "updated", "removed", "unchanged", "failed", "reused", "encoded", "videos",
+                         "segments", "seconds"):
                 setattr(total, name, getattr(total, name) + getattr(summary, name))
             total.device = summary.device or total.device
             total.compute_precision = summary.compute_precision or total.compute_precision

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from indexer.catalog.images import ImageRecord, embedding_of, metadata_for, record, records
+from indexer.catalog.images import ImageRecord, embedding_of, metadata_for, moments_of, record, records
 from indexer.catalog.matching import newest
 from indexer.catalog.store import Catalog
 from indexer.errors import ImageNotFoundError, QueryError
@@ -43,6 +43,10 @@ class SearchHit:
     camera: str | None = None
     latitude: float | None = None
     longitude: float | None = None
+    kind: str = "image"  # or "video": then the moment below, in seconds from the video's start
+    start_s: float | None = None
+    end_s: float | None = None
+    frame_s: float | None = None  # the frame shown for the moment (its thumbnail), within [start_s, end_s)
 
 
 class LibrarySearch(_Host):
@@ -50,12 +54,14 @@ class LibrarySearch(_Host):
 
     def search(self, text: str | None = None, image: str | None = None, limit: int = 20,
                exact: bool = False, *, terms: "Sequence[Term] | None" = None, min_score: float | None = None,
-               cutoff: str | None = None, filters: SearchFilters | None = None) -> list[SearchHit]:
+               cutoff: str | None = None, filters: SearchFilters | None = None, moments: bool = False
+               ) -> list[SearchHit]:
         """By a text, an image file, or weighted `terms` (query arithmetic, see searchengine.query.expression), among
         the images passing `filters`; filters alone give the newest matching images (score None).
 
         `min_score` drops hits scoring below it; `cutoff="auto"` keeps only hits that stand out from the
-        library's scores for this query (searchengine.query.cutoff).
+        library's scores for this query (searchengine.query.cutoff). A video is one hit at its best moment;
+        `moments=True` lists each of its matching moments as a hit of its own.
         """
         given = sum(q is not None for q in (text, image, terms))
         if given > 1 or (given == 0 and not filters):
@@ -70,7 +76,7 @@ class LibrarySearch(_Host):
         if empty:
             raise QueryError(f"library {self.folder} has no images yet; run `searchengine index FOLDER` first")
         if given == 0:
-            return self._newest(catalog, filters, limit)
+            return self._newest(catalog, filters, limit, moments)
         if (text is not None or terms is not None) and not exact:
             # A cold page cache: the text tower's weights are read while faiss is imported and the index opened.
             self._query_encoder().prefetch()
@@ -81,7 +87,7 @@ class LibrarySearch(_Host):
         else:
             query = self._query_encoder().texts([text]) if text is not None else \
                 self._query_encoder().image_file(image, catalog)
-        hits = self.search_vector(query[0], limit, exact, filters)
+        hits = self.search_vector(query[0], limit, exact, filters, moments)
         if min_score is None and cutoff in (None, "off"):
             return hits
         from searchengine.query.cutoff import cut
@@ -89,12 +95,19 @@ class LibrarySearch(_Host):
         return cut(hits, query[0], catalog, min_score, cutoff)
 
     def similar(self, image_id: int, limit: int = 20, offset: int = 0, exact: bool = False,
-                filters: SearchFilters | None = None) -> list[SearchHit]:
-        """Images like the indexed image `image_id`, from its stored embedding ("more like this")."""
-        vector = embedding_of(self._readable_catalog(), image_id)
+                filters: SearchFilters | None = None, moments: bool = False) -> list[SearchHit]:
+        """Images like the indexed image (or video moment) `image_id`, from its stored embedding ("more like
+        this"); the moment's own video is not among the results."""
+        catalog = self._readable_catalog()
+        vector = embedding_of(catalog, image_id)
         if vector is None:
             raise ImageNotFoundError(f"no image with id {image_id} in the library")
-        return self.search_vector(vector, limit + offset, exact, filters)[offset:]
+        own = catalog.hit_rows([image_id]).get(image_id)
+        skip = os.fsdecode(own[0]) if own and own[1] is not None else None
+        hits = self.search_vector(vector, limit + offset + (1 if skip else 0), exact, filters, moments)
+        if skip is not None and not moments:  # a moment's own video (its best moment is itself) is no news
+            hits = [h for h in hits if h.path != skip]
+        return hits[offset:offset + limit]
 
     def image_vector(self, data: bytes) -> np.ndarray:
         """The query vector of an image's bytes: the stored embedding for known content, else encoded."""
@@ -127,8 +140,9 @@ class LibrarySearch(_Host):
         return combine(vectors, [t.weight for t in terms])
 
     def search_vector(self, vector: np.ndarray, limit: int = 20, exact: bool = False,
-                      filters: SearchFilters | None = None) -> list[SearchHit]:
-        """The best `limit` images (among those passing `filters`) whose files still exist, best first."""
+                      filters: SearchFilters | None = None, moments: bool = False) -> list[SearchHit]:
+        """The best `limit` images and videos (among those passing `filters`) whose files still exist, best first;
+        a video once, at its best moment, unless `moments`."""
         catalog = self._readable_catalog()
         dim = int(catalog.meta()["dim"])
         query = np.asarray(vector, dtype=np.float32).reshape(1, dim)
@@ -143,7 +157,7 @@ class LibrarySearch(_Host):
                 with step("index search"):
                     scores, ids = rank(catalog, index, query, fetch, dim)
             with step("stat of hits"):
-                hits, missing = _existing_hits(catalog, scores, ids)
+                hits, missing = _existing_hits(catalog, scores, ids, moments)
             if len(hits) >= want or fetch >= total or (filters and ids.shape[1] < fetch) or missing >= MISSING_LIMIT:
                 break
             fetch = min(total, 2 * fetch + missing)
@@ -151,13 +165,13 @@ class LibrarySearch(_Host):
         with step("metadata"):
             return _with_metadata(catalog, hits[:limit])
 
-    def _newest(self, catalog: Catalog, filters: SearchFilters, limit: int) -> list[SearchHit]:
+    def _newest(self, catalog: Catalog, filters: SearchFilters, limit: int, moments: bool = False) -> list[SearchHit]:
         """Filters alone: the newest matching images (by taken_at) whose files still exist."""
         where, params = filters.sql(catalog)
         fetch = limit
         while True:
             ids = np.array(newest(catalog, where, params, fetch), np.int64).reshape(1, -1)
-            hits, missing = _existing_hits(catalog, np.zeros(ids.shape, np.float32), ids)
+            hits, missing = _existing_hits(catalog, np.zeros(ids.shape, np.float32), ids, moments)
             if len(hits) >= limit or ids.shape[1] < fetch or missing >= MISSING_LIMIT:
                 break
             fetch = 2 * fetch + missing
@@ -180,7 +194,16 @@ class LibrarySearch(_Host):
             rec = record(catalog, image_id=int(path_or_id))
         if rec is None:
             raise QueryError(f"{path_or_id} is not in library {self.folder} (neither an indexed path nor an image id)")
-        return ImageDetails.from_record(rec)
+        segments = len(moments_of(catalog, rec.path)) if rec.kind == "video" else None
+        return ImageDetails.from_record(rec, segments)
+
+    def moments(self, image_id: int) -> list[tuple[int, float, float, float]]:
+        """(id, start_s, end_s, frame_s) of every moment of the video that `image_id` is a moment of."""
+        catalog = self._readable_catalog()
+        rec = record(catalog, image_id=image_id)
+        if rec is None:
+            raise ImageNotFoundError(f"no image with id {image_id} in the library")
+        return moments_of(catalog, rec.path) if rec.kind == "video" else []
 
     def duplicates(self, threshold: float | None = None) -> list["DuplicateGroup"]:
         """Groups of identical files and near-identical images (cosine >= threshold), most images first."""
@@ -211,21 +234,32 @@ def _with_metadata(catalog: Catalog, hits: list[SearchHit]) -> list[SearchHit]:
     return out
 
 
-def _existing_hits(catalog: Catalog, scores: np.ndarray, ids: np.ndarray) -> tuple[list[SearchHit], int]:
-    """Hits whose files exist now (a stat each), and how many were skipped because theirs are gone."""
-    paths = catalog.paths_for([int(i) for i in ids[0] if i >= 0])
-    absent = {i for i, p in paths.items() if not os.path.exists(p)}
+def _existing_hits(catalog: Catalog, scores: np.ndarray, ids: np.ndarray, moments: bool = False
+                   ) -> tuple[list[SearchHit], int]:
+    """Hits whose files exist now (a stat each), and how many were skipped because theirs are gone; a video's
+    later (lower-ranked) moments are left out unless `moments`."""
+    rows = catalog.hit_rows([int(i) for i in ids[0] if i >= 0])
+    paths = {i: r[0] for i, r in rows.items()}
+    present = {p: os.path.exists(p) for p in set(paths.values())}  # a video's moments share one stat
+    absent = {i for i, p in paths.items() if not present[p]}
     if absent:  # imported from elsewhere without a local file: searchable by path all the same
         from indexer.catalog.exchange import imported_without_file
 
         absent -= imported_without_file(catalog, sorted(absent))
-    hits, missing = [], 0
+    hits, missing, videos = [], 0, set()
     for score, image_id in zip(scores[0], ids[0]):
-        path = paths.get(int(image_id))
-        if path is None:
+        row = rows.get(int(image_id))
+        if row is None:
             continue
         if int(image_id) in absent:
             missing += 1
             continue
-        hits.append(SearchHit(os.fsdecode(path), float(score), int(image_id)))
+        path, start_s, end_s, frame_s = row
+        if start_s is None:
+            hits.append(SearchHit(os.fsdecode(path), float(score), int(image_id)))
+        elif moments or path not in videos:
+            videos.add(path)
+            hits.append(SearchHit(os.fsdecode(path), float(score), int(image_id), kind="video", start_s=start_s,
+                                  end_s=end_s, frame_s=frame_s))
     return hits, missing
+

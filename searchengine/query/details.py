@@ -23,7 +23,7 @@ class ImageDetails:
     height: int | None
     format: str | None
     taken_at: str | None  # ISO 8601: with its offset when known, else the local wall-clock time
-    taken_at_source: str | None  # exif, exif-local or mtime
+    taken_at_source: str | None  # exif, xmp, exif-digitized, exif-datetime (maybe -local), quicktime, container, mtime
     camera: str | None
     make: str | None
     model: str | None
@@ -31,14 +31,23 @@ class ImageDetails:
     latitude: float | None
     longitude: float | None
     metadata_read: bool  # False for rows indexed before metadata was stored, until the next index run
+    kind: str = "image"  # or "video"; then the video's facts and the moment this id is (by path: the first)
+    duration_s: float | None = None
+    fps: float | None = None
+    codec: str | None = None
+    segments: int | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    frame_s: float | None = None
 
     @classmethod
-    def from_record(cls, rec: ImageRecord) -> "ImageDetails":
+    def from_record(cls, rec: ImageRecord, segments: int | None = None) -> "ImageDetails":
         meta = rec.metadata
         return cls(rec.id, os.fsdecode(rec.path), rec.size, _utc_iso(rec.mtime_ns / 1e9), _utc_iso(rec.indexed_at),
                    rec.content_hash.hex(), meta.width, meta.height, meta.format, taken_at_text(meta),
                    meta.taken_at_source, camera_text(meta), meta.make, meta.model, meta.lens, meta.latitude,
-                   meta.longitude, rec.metadata_read)
+                   meta.longitude, rec.metadata_read, rec.kind, rec.duration_s, rec.fps, rec.codec, segments,
+                   rec.start_s, rec.end_s, rec.frame_s)
 
 
 def taken_at_text(meta: ImageMetadata) -> str | None:

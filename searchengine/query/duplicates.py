@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from indexer.catalog.bulk import embeddings_by_chunks, same_content_groups
+from indexer.catalog.bulk import embeddings_by_chunks, same_content_groups, video_of_segments
 from indexer.catalog.images import ImageRecord, records
 from indexer.catalog.store import Catalog
 from indexer.errors import QueryError
@@ -29,6 +29,8 @@ ANN_MARGIN = 0.02  # 8-bit codes score within ~0.01 of exact on unit vectors
 
 @dataclass
 class DuplicateImage:
+    """One file of a group (a video once, by one of its moments)."""
+
     id: int
     path: str
     size: int
@@ -36,6 +38,7 @@ class DuplicateImage:
     height: int | None
     taken_at: str | None
     modified: str
+    kind: str = "image"
 
 
 @dataclass
@@ -77,15 +80,29 @@ class _Groups:
         return [(ids, self.lowest.get(root, 1.0)) for root, ids in out.items() if len(ids) > 1]
 
 
+class _VideoKeys:
+    """A video takes part in the groups as one file: each of its moments stands for its first moment's id."""
+
+    def __init__(self, video_of: dict[int, bytes]):
+        first: dict[bytes, int] = {}
+        for image_id, path in sorted(video_of.items()):
+            first.setdefault(path, image_id)
+        self._key = {image_id: first[path] for image_id, path in video_of.items()}
+
+    def key(self, image_id: int) -> int:
+        return self._key.get(image_id, image_id)
+
+
 def find_duplicates(catalog: Catalog, index, threshold: float = DEFAULT_THRESHOLD) -> list[DuplicateGroup]:
     """Groups of copies in the library, most images first; `index` is the library's current VectorIndex."""
     if not 0 < threshold <= 1:
         raise QueryError(f"--threshold must be in (0, 1], not {threshold}")
     dim = int(catalog.meta()["dim"])
     groups = _Groups()
+    video = _VideoKeys(video_of_segments(catalog))
     for ids in same_content_groups(catalog):
         for other in ids[1:]:
-            groups.union(ids[0], other, 1.0)
+            groups.union(video.key(ids[0]), video.key(other), 1.0)
     exact = index.kind == "flat"
     for ids, vectors in embeddings_by_chunks(catalog, dim, QUERY_CHUNK):
         lims, scores, found = index.range_search(vectors, threshold if exact else threshold - ANN_MARGIN,
@@ -98,7 +115,9 @@ def find_duplicates(catalog: Catalog, index, threshold: float = DEFAULT_THRESHOL
             keep = scores >= threshold
             rows, found, scores = rows[keep], found[keep], scores[keep]
         for a, b, score in zip(ids[rows].tolist(), found.tolist(), scores.tolist()):
-            groups.union(a, b, min(score, 1.0))
+            a, b = video.key(a), video.key(b)
+            if a != b:  # two moments of one video are alike, not copies
+                groups.union(a, b, min(score, 1.0))
     return _described(catalog, groups.members())
 
 
@@ -112,8 +131,8 @@ def _described(catalog: Catalog, members: list[tuple[list[int], float]]) -> list
     found = records(catalog, [i for ids, _ in members for i in ids])
     out = []
     for ids, lowest in members:
-        present = [found[i] for i in ids if i in found]
-        if len(present) < 2:
+        present = list({found[i].path: found[i] for i in sorted(ids, reverse=True) if i in found}.values())
+        if len(present) < 2:  # removed meanwhile, or moments of a single video
             continue  # removed meanwhile
         present.sort(key=lambda r: (-(r.metadata.width or 0) * (r.metadata.height or 0), -r.size, r.path))
         identical = len({r.content_hash for r in present}) == 1
@@ -126,7 +145,7 @@ def _image(record: ImageRecord) -> DuplicateImage:
     meta = record.metadata
     taken = meta.taken_at_local or (_iso(meta.taken_at) if meta.taken_at is not None else None)
     return DuplicateImage(record.id, os.fsdecode(record.path), record.size, meta.width, meta.height, taken,
-                          _iso(record.mtime_ns / 1e9))
+                          _iso(record.mtime_ns / 1e9), "video" if record.start_s is not None else "image")
 
 
 def _iso(epoch: float) -> str:

@@ -88,13 +88,51 @@ class QueryEncoder:
                     "the next `searchengine index` run re-exports it")
 
     def image_file(self, path: str, catalog: Catalog | None) -> np.ndarray:
-        """The stored embedding when `path` is indexed and unchanged, else a fresh encoding."""
+        """The stored embedding when `path` is indexed and unchanged, else a fresh encoding (`clip.mp4@12`: the
+        video's frame at that second)."""
+        from searchengine.query.moment import refuse_whole_video, split_moment
+
+        moment = split_moment(path)
+        if moment is not None:
+            return self.video_moment(moment.path, moment.seconds, catalog)
+        refuse_whole_video(path)
         raw = absolute(path)
         if catalog is not None:
             stored = catalog.image_by_path(raw)
             if stored is not None and _unchanged(raw, stored[1], stored[2]):
                 return stored[0][None, :]
         return self.image_files([path])
+
+    def video_moment(self, path: str, seconds: float, catalog: Catalog | None) -> np.ndarray:
+        """The embedding of a video's frame at `seconds`: its stored segment's when indexed and unchanged."""
+        from indexer.catalog.images import moments_of, record
+
+        raw = absolute(path)
+        rec = record(catalog, path=raw) if catalog is not None else None
+        if rec is not None and rec.kind == "video" and _unchanged(raw, rec.size, rec.mtime_ns):
+            spans = moments_of(catalog, raw)
+            chosen = next((m for m in spans if m[1] <= seconds < m[2]), spans[-1])
+            return catalog.vectors_for(np.array([chosen[0]]), int(catalog.meta()["dim"]))
+        return self._decoded_moment(path, raw, seconds)
+
+    def _decoded_moment(self, path: str, raw: bytes, seconds: float) -> np.ndarray:
+        from indexer.images.decode import crop_for_model, normalise_crops
+        from indexer.video.frames import sample_frames
+        from indexer.video.probe import VideoDecodeError, open_video, probe
+
+        model = self.model()
+        try:
+            with open_video(raw) as container:
+                info = probe(container)
+                if seconds > info.duration_s:
+                    raise QueryError(f"{path} lasts {info.duration_s:.1f} s: no moment at {seconds:g} s")
+                frame = next(iter(sample_frames(container, info, [seconds], slack=0.0)), None)
+        except VideoDecodeError as exc:
+            raise QueryError(f"cannot use video {path}: {exc}") from None
+        if frame is None:
+            raise QueryError(f"cannot use video {path}: no frame decoded at {seconds:g} s")
+        crops = crop_for_model(frame.image, model.preprocess_cfg)[None]
+        return model.encode_pixels(normalise_crops(crops, model.preprocess_cfg))
 
     def image_bytes(self, data: bytes, catalog: Catalog | None) -> np.ndarray:
         """An image given as bytes (an upload): the stored embedding when its content is indexed, else encoded."""

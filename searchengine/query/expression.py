@@ -85,6 +85,11 @@ def resolve_term(raw: str, sign: float = 1.0, force_text: bool = False,
     expanded = os.path.expanduser(path)
     if is_file(expanded):
         return Term(IMAGE, expanded, sign * weight)
+    from searchengine.query.moment import split_moment
+
+    moment = split_moment(expanded)
+    if moment is not None and is_file(moment.path):
+        return Term(IMAGE, expanded, sign * weight)  # a video's moment: clip.mp4@12
     if looks_like_path(value):
         what = "is a folder, not an image file" if os.path.isdir(expanded) else "no such image file"
         raise QueryError(f"{what}: {path} (use --text to search for it as text)")

@@ -19,12 +19,15 @@ if TYPE_CHECKING:
     from indexer.catalog.store import Catalog
 
 PARAM_NAMES = {"after": "after", "before": "before", "in": "folder", "camera": "camera", "near": "near",
-               "format": "format", "orientation": "orientation"}  # server parameter -> SearchFilters.parse argument
+               "format": "format", "orientation": "orientation", "kind": "kind"}  # server parameter -> SearchFilters.parse argument
 MAX_CAMERA_TERMS = 200  # more matching cameras than this: a LIKE on every row is simpler than a longer OR
 BOX_MARGIN_DEG = 1e-9  # so rounding never leaves a point at exactly KM outside the box
 DEFAULT_NEAR_KM = 1.0
 FORMAT_ALIASES = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "webp": "webp", "gif": "gif", "bmp": "bmp",
-                  "tif": "tiff", "tiff": "tiff", "heic": "heic", "heif": "heic", "avif": "avif"}
+                  "tif": "tiff", "tiff": "tiff", "heic": "heic", "heif": "heic", "avif": "avif",
+                  # videos: the container, by the file's extension
+                  "mp4": "mp4", "m4v": "m4v", "mov": "mov", "3gp": "3gp", "mkv": "mkv", "webm": "webm", "avi": "avi"}
+KINDS = {"image": "start_s IS NULL", "photo": "start_s IS NULL", "video": "start_s IS NOT NULL"}
 ORIENTATIONS = {"landscape": "width>height", "portrait": "height>width", "square": "width=height"}
 
 _PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?$")
@@ -52,6 +55,7 @@ class SearchFilters:
     near: Near | None = None
     format: str | None = None  # normalised: jpeg, png, webp, gif, bmp, tiff, heic, avif
     orientation: str | None = None  # landscape, portrait or square
+    kind: str | None = None  # image or video
 
     def __bool__(self) -> bool:
         return any(v is not None for v in vars(self).values())
@@ -59,7 +63,7 @@ class SearchFilters:
     @classmethod
     def parse(cls, after: str | None = None, before: str | None = None, folder: str | None = None,
               camera: str | None = None, near: str | None = None, format: str | None = None,
-              orientation: str | None = None) -> "SearchFilters":
+              orientation: str | None = None, kind: str | None = None) -> "SearchFilters":
         """From the strings a user types (the CLI's and the server's parameters of the same names)."""
         return cls(after=None if after is None else parse_date(after, "--after"),
                    before=None if before is None else parse_date(before, "--before"),
@@ -67,11 +71,13 @@ class SearchFilters:
                    camera=None if camera is None else parse_camera(camera),
                    near=None if near is None else parse_near(near),
                    format=None if format is None else parse_format(format),
-                   orientation=None if orientation is None else parse_orientation(orientation))
+                   orientation=None if orientation is None else parse_orientation(orientation),
+                   kind=None if kind is None else parse_kind(kind))
 
     @classmethod
     def from_params(cls, params: "Mapping[str, str]") -> "SearchFilters":
-        """From query parameters named like the CLI options (after, before, in, camera, near, format, orientation);
+        """From query parameters named like the CLI options (after, before, in, camera, near, format, orientation,
+        kind);
         others are ignored, empty ones mean no condition."""
         given = {key: value for key, value in params.items() if key in PARAM_NAMES and value not in (None, "")}
         return cls.parse(**{PARAM_NAMES[key]: value for key, value in given.items()})
@@ -99,6 +105,8 @@ class SearchFilters:
             params.append(self.format)
         if self.orientation is not None:
             terms.append(ORIENTATIONS[self.orientation])
+        if self.kind is not None:
+            terms.append(KINDS[self.kind])
         if self.camera is not None:
             term, term_params = _camera_condition(self.camera, catalog)
             terms.append(term)
@@ -172,6 +180,13 @@ def parse_format(text: str) -> str:
     if value not in FORMAT_ALIASES:
         raise FilterError(f"--format: expected one of {', '.join(sorted(FORMAT_ALIASES))}, got {text!r}")
     return FORMAT_ALIASES[value]
+
+
+def parse_kind(text: str) -> str:
+    value = text.strip().lower()
+    if value not in KINDS:
+        raise FilterError(f"--kind: expected image or video, got {text!r}")
+    return "image" if value == "photo" else value
 
 
 def parse_orientation(text: str) -> str:
