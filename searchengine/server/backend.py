@@ -82,17 +82,37 @@ class Backend:
             rows = self.library.images([h.id for h in found])
         return {"results": [hit_json(h, rows[h.id], self.dims) for h in found if rows.get(h.id) is not None]}
 
-    def search_vector(self, vector, limit: int, offset: int, filters: SearchFilters | None = None) -> dict:
+    def search_vector(self, vector, limit: int, offset: int, filters: SearchFilters | None = None,
+                      moments: bool = False) -> dict:
         with self.read_lock:
-            found = self.library.search_vector(vector, limit + offset, filters=filters or None)[offset:]
+            found = self.library.search_vector(vector, limit + offset, filters=filters or None,
+                                               moments=moments)[offset:]
         return self.hits(found)
 
 
-def urls(row: ImageRecord) -> dict[str, str]:
+def _version(row: ImageRecord, frame_s: float | None = None) -> str:
+    """The cache buster of a row's thumbnail and preview URLs: its content, and for a moment its frame."""
     version = row.content_hash.hex()[:12]
+    return version if frame_s is None else f"{version}-{round(frame_s * 1000)}"
+
+
+def urls(row: ImageRecord) -> dict[str, str]:
+    version = _version(row, row.frame_s if row.kind == "video" else None)
     base = f"/api/images/{row.id}"
     return {"thumbnail": f"{base}/thumbnail?v={version}", "preview": f"{base}/preview?v={version}",
             "file": f"{base}/file"}
+
+
+def video_mime(row: ImageRecord) -> str | None:
+    """The Content-Type `/file` sends for a video (the page asks the browser whether it can play it)."""
+    return media.video_type(row) if row.kind == "video" else None
+
+
+def moment_json(row: ImageRecord, moment_id: int, start_s: float, end_s: float, frame_s: float) -> dict:
+    """One moment of the video `row` is a moment of (the moments share its file and content hash)."""
+    base, version = f"/api/images/{moment_id}", _version(row, frame_s)
+    return {"id": moment_id, "start_s": start_s, "end_s": end_s, "frame_s": frame_s,
+            "thumbnail": f"{base}/thumbnail?v={version}", "preview": f"{base}/preview?v={version}"}
 
 
 def displayed_size(row: ImageRecord, dims: media.Dimensions) -> tuple[int, int]:
@@ -102,5 +122,8 @@ def displayed_size(row: ImageRecord, dims: media.Dimensions) -> tuple[int, int]:
 
 def hit_json(hit: SearchHit, row: ImageRecord, dims: media.Dimensions) -> dict:
     width, height = dims.get(row.path, row.content_hash, (hit.width, hit.height))
+    video = row.kind == "video"
     return {"id": hit.id, "path": hit.path, "score": round(hit.score, 6), "width": width, "height": height,
-            **urls(row)}
+            **urls(row), "kind": row.kind, "start_s": row.start_s, "end_s": row.end_s, "frame_s": row.frame_s,
+            "duration_s": row.duration_s if video else None, "codec": row.codec if video else None,
+            "mime": video_mime(row)}

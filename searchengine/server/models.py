@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, get_args, get_type_hints
+from typing import Any, Literal, Optional, get_args, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from searchengine.library.api import LibraryStatus
 from searchengine.query.details import ImageDetails
@@ -16,6 +16,8 @@ class ErrorBody(BaseModel):
 
 
 class Hit(BaseModel):
+    """A photo, or a video at one moment (its frame's thumbnail and preview; `file` is the whole video)."""
+
     id: int
     path: str
     score: float
@@ -24,6 +26,24 @@ class Hit(BaseModel):
     thumbnail: str
     preview: str
     file: str
+    kind: Literal["image", "video"]
+    start_s: Optional[float] = Field(description="a video moment's start, seconds; null for a photo")
+    end_s: Optional[float] = Field(description="its end")
+    frame_s: Optional[float] = Field(description="the second of the frame its thumbnail shows")
+    duration_s: Optional[float] = Field(description="the whole video's length")
+    codec: Optional[str] = Field(description="the video's codec as FFmpeg names it (h264, hevc, vp9, av1...)")
+    mime: Optional[str] = Field(description="the Content-Type of the video's `file`")
+
+
+class Moment(BaseModel):
+    """One moment (catalog row) of a video: its span, its frame, and that frame's images."""
+
+    id: int
+    start_s: float
+    end_s: float
+    frame_s: float
+    thumbnail: str
+    preview: str
 
 
 class Results(BaseModel):
@@ -55,7 +75,8 @@ Indexing = _model_of(WatchState, "Indexing", defaults=False)
 ImageRecord = _model_of(
     ImageDetails, "ImageRecord",
     "What `searchengine show --json` says about the image, plus its URLs; metadata fields null when unknown.",
-    override={"width": int, "height": int}, extra={"thumbnail": str, "preview": str, "file": str})
+    override={"width": int, "height": int},
+    extra={"thumbnail": str, "preview": str, "file": str, "mime": Optional[str], "moments": list[Moment]})
 
 
 def error_responses(*codes: int) -> dict:

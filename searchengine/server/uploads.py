@@ -13,7 +13,10 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-FILTER_FIELDS = ("after", "before", "in", "camera", "near", "format", "orientation")
+# each filter field and its longest value (as the query parameters of the same names; `in` within a part's 1 KiB)
+FILTER_LIMITS = {"after": 64, "before": 64, "in": 1000, "camera": 200, "near": 100, "format": 16, "orientation": 16,
+                 "kind": 16}
+FILTER_FIELDS = tuple(FILTER_LIMITS)
 MAX_LIMIT = 1000
 MAX_OFFSET = 100_000
 ENVELOPE_BYTES = 64 * 1024  # multipart boundaries, headers and the small fields around the image
@@ -29,7 +32,9 @@ UPLOAD_SCHEMA = {
                 "image": {"type": "string", "format": "binary", "description": "any image file"},
                 "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50},
                 "offset": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
-                **{name: {"type": "string", "maxLength": 200} for name in FILTER_FIELDS},
+                "moments": {"type": "boolean", "default": False,
+                            "description": "every matching moment of a video, not each video once"},
+                **{name: {"type": "string", "maxLength": limit} for name, limit in FILTER_LIMITS.items()},
             },
         }}},
     }
@@ -49,6 +54,7 @@ class Upload:
     limit: int
     offset: int
     filters: object = None  # SearchFilters
+    moments: bool = False
 
 
 async def read_upload(request: Request, max_bytes: int) -> Upload:
@@ -59,16 +65,16 @@ async def read_upload(request: Request, max_bytes: int) -> Upload:
     if declared is not None and (not declared.isdigit() or int(declared) > max_bytes + ENVELOPE_BYTES):
         raise UploadError(413, f"upload too large (limit {max_bytes // (1 << 20)} MB)")
     parser = MultiPartParser(request.headers, _capped(request.stream(), max_bytes + ENVELOPE_BYTES),
-                             max_files=1, max_fields=4, max_part_size=1024)
+                             max_files=1, max_fields=3 + len(FILTER_FIELDS), max_part_size=1024)
     try:
         form = await parser.parse()
     except MultiPartException as exc:
         raise UploadError(400, f"bad multipart body: {exc.message}") from None
     try:
-        unknown = sorted(set(form.keys()) - {"image", "limit", "offset", *FILTER_FIELDS})
+        unknown = sorted(set(form.keys()) - {"image", "limit", "offset", "moments", *FILTER_FIELDS})
         if unknown:
             raise UploadError(400, f"unknown form field {unknown[0][:40]!r} (expected image, limit, offset, "
-                                   "or a filter)")
+                                   "moments, or a filter)")
         image = form.get("image")
         if not isinstance(image, UploadFile):
             raise UploadError(400, "no file in the `image` field")
@@ -76,7 +82,8 @@ async def read_upload(request: Request, max_bytes: int) -> Upload:
         if len(data) > max_bytes:
             raise UploadError(413, f"upload too large (limit {max_bytes // (1 << 20)} MB)")
         return Upload(data, _int_field(form.get("limit"), "limit", 50, 1, MAX_LIMIT),
-                      _int_field(form.get("offset"), "offset", 0, 0, MAX_OFFSET), _filters(form))
+                      _int_field(form.get("offset"), "offset", 0, 0, MAX_OFFSET), _filters(form),
+                      _bool_field(form.get("moments"), "moments"))
     finally:
         await form.close()
 
@@ -95,9 +102,9 @@ def _filters(form) -> object:
 
     values = {}
     for name in FILTER_FIELDS:
-        value = form.get(name)
-        if value is not None and not isinstance(value, str) or isinstance(value, str) and len(value) > 4096:
-            raise UploadError(400, f"`{name}` must be a short text")
+        value, limit = form.get(name), FILTER_LIMITS[name]
+        if value is not None and not isinstance(value, str) or isinstance(value, str) and len(value) > limit:
+            raise UploadError(400, f"`{name}` must be a text of at most {limit} characters")
         values["folder" if name == "in" else name] = value or None
     try:
         return SearchFilters.parse(**values)
@@ -114,6 +121,15 @@ def _int_field(value: object, name: str, default: int, low: int, high: int) -> i
     if not low <= number <= high:
         raise UploadError(400, f"`{name}` must be between {low} and {high}")
     return number
+
+
+def _bool_field(value: object, name: str) -> bool:
+    """`true` or `false`, as the schema's boolean is written in a form; absent: false."""
+    if value is None:
+        return False
+    if value in ("true", "false"):
+        return value == "true"
+    raise UploadError(400, f"`{name}` must be true or false")
 
 
 def check_image(data: bytes) -> None:

@@ -7,20 +7,29 @@
   const uploads = new Map();  // search-by-image files of this tab, by history key
   let state = null;           // {query, hits, offset, done, loading, token}
   let current = -1;           // index of the hit shown large, -1 when the viewer is closed
+  let shown = null;           // the video in the large view: {hit, moments, moment (id), seek (seconds)}
+  // A browser's name for each codec (RFC 6381), to ask it whether it can play a video; FFmpeg's name otherwise.
+  const CODECS = { h264: "avc1.42E01E", hevc: "hvc1.1.6.L93.B0", av1: "av01.0.05M.08", vp9: "vp09.00.10.08",
+                   vp8: "vp8", mpeg4: "mp4v.20.8", theora: "theora" };
+  const PASSED = ["kind", "moments"];  // page parameters handed on to the API as they are
 
   function queryFromURL() {
     const p = new URLSearchParams(location.search);
-    if (p.get("q")) return { kind: "text", q: p.get("q") };
-    if (/^\d+$/.test(p.get("similar") || "")) return { kind: "similar", id: Number(p.get("similar")) };
-    if (p.get("image")) return { kind: "image", key: p.get("image"), name: p.get("name") || "image" };
-    return null;
+    const passed = PASSED.filter((k) => p.get(k)).map((k) => "&" + k + "=" + encodeURIComponent(p.get(k))).join("");
+    let query = null;
+    if (p.get("q")) query = { kind: "text", q: p.get("q") };
+    else if (/^\d+$/.test(p.get("similar") || "")) query = { kind: "similar", id: Number(p.get("similar")) };
+    else if (p.get("image")) query = { kind: "image", key: p.get("image"), name: p.get("name") || "image" };
+    if (query && passed) query.passed = passed;
+    return query;
   }
 
   function urlOf(query) {
     if (!query) return "/";
-    if (query.kind === "text") return "/?q=" + encodeURIComponent(query.q);
-    if (query.kind === "similar") return "/?similar=" + query.id;
-    return "/?image=" + encodeURIComponent(query.key) + "&name=" + encodeURIComponent(query.name);
+    const passed = query.passed || "";
+    if (query.kind === "text") return "/?q=" + encodeURIComponent(query.q) + passed;
+    if (query.kind === "similar") return "/?similar=" + query.id + passed;
+    return "/?image=" + encodeURIComponent(query.key) + "&name=" + encodeURIComponent(query.name) + passed;
   }
 
   function describe(query) {
@@ -38,12 +47,13 @@
       body.append("image", file);
       body.append("limit", String(LIMIT));
       body.append("offset", String(offset));
+      for (const [k, v] of new URLSearchParams(query.passed || "")) body.append(k, v);
       response = await fetch("/api/search", { method: "POST", body });
     } else {
       const path = query.kind === "text"
         ? "/api/search?q=" + encodeURIComponent(query.q) + "&limit=" + LIMIT + "&offset=" + offset
         : "/api/images/" + query.id + "/similar?limit=" + LIMIT + "&offset=" + offset;
-      response = await fetch(path);
+      response = await fetch(path + (query.passed || ""));
     }
     const data = await response.json().catch(() => ({ error: "unexpected answer (" + response.status + ")" }));
     if (!response.ok) throw new Error(data.error || "request failed");
@@ -56,6 +66,7 @@
     a.href = hit.file;
     a.title = hit.path + "\nscore " + hit.score.toFixed(3);
     a.dataset.index = String(index);
+    a.dataset.id = String(hit.id);
     const img = document.createElement("img");
     img.loading = "lazy";
     img.decoding = "async";
@@ -66,6 +77,14 @@
     score.className = "score";
     score.textContent = hit.score.toFixed(3);
     a.append(img, score);
+    if (hit.kind === "video") {
+      a.classList.add("video");
+      a.title = hit.path + "\nat " + clock(hit.start_s) + " · score " + hit.score.toFixed(3);
+      const badge = document.createElement("span");
+      badge.className = "badge";
+      badge.textContent = "\u25B6 " + clock(hit.start_s);
+      a.append(badge);
+    }
     a.addEventListener("click", (event) => {
       if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) return;
       event.preventDefault();
@@ -128,26 +147,147 @@
     current = index;
     const hit = state.hits[index];
     viewer.hidden = false;
-    $("large").src = hit.preview;
     $("large").alt = hit.path;
     $("path").textContent = hit.path;
     $("original").href = hit.file;
+    $("original").textContent = hit.kind === "video" ? "Open video" : "Open original";
     $("copy").textContent = "Copy path";
+    showMedia(hit);
     showFacts(hit, null);
     try {
       const response = await fetch("/api/images/" + hit.id);
-      if (response.ok && current === index) showFacts(hit, await response.json());
+      if (response.ok && current === index) {
+        const record = await response.json();
+        showFacts(hit, record);
+        if (shown && shown.hit === hit) showMoments(record.moments);
+      }
     } catch (err) { /* the facts from the hit stay */ }
+  }
+
+  // --- a video in the large view: played from its moment, or its frame and a download link -------------------
+  function canPlay(hit) {
+    if (!hit.mime || hit.mime === "video/x-msvideo") return false;  // AVI: no browser plays it
+    // Chromium plays QuickTime files through its MP4 reader yet answers "" for video/quicktime itself.
+    const container = hit.mime === "video/quicktime" ? "video/mp4" : hit.mime;
+    const codec = hit.codec ? CODECS[hit.codec] || hit.codec : null;
+    return $("player").canPlayType(codec ? container + '; codecs="' + codec + '"' : container) !== "";
+  }
+
+  function showMedia(hit) {
+    const player = $("player"), large = $("large");
+    stopPlayer();
+    shown = null;
+    $("cannot-play").hidden = true;
+    $("moments-box").hidden = true;
+    $("moments").replaceChildren();
+    if (hit.kind !== "video") {
+      player.hidden = true;
+      large.hidden = false;
+      large.src = hit.preview;
+      return;
+    }
+    shown = { hit, moments: [], moment: hit.id, seek: hit.start_s ?? hit.frame_s ?? 0 };
+    if (!canPlay(hit)) { cannotPlay(hit); return; }
+    large.hidden = true;
+    large.removeAttribute("src");
+    player.hidden = false;
+    player.poster = hit.preview;
+    player.src = hit.file;
+  }
+
+  function cannotPlay(hit, failed) {
+    stopPlayer();
+    const moment = shown.moments.find((m) => m.id === shown.moment);
+    $("player").hidden = true;
+    $("large").hidden = false;
+    $("large").src = moment ? moment.preview : hit.preview;
+    $("download").href = hit.file;
+    $("download").setAttribute("download", hit.path.split("/").pop());
+    $("why").textContent = failed ? "The video could not be played here."
+      : "This browser cannot play " + (hit.codec ? hit.codec.toUpperCase() + " video" : "this video")
+        + (hit.mime === "video/x-msvideo" ? " in AVI" : "") + ".";
+    $("cannot-play").hidden = false;
+  }
+
+  function stopPlayer() {
+    const player = $("player");
+    if (player.getAttribute("src")) {
+      player.pause();
+      player.removeAttribute("src");
+      player.load();  // drops the connection and the buffered data
+    }
+    player.removeAttribute("poster");
+  }
+
+  function seek(seconds) {
+    const player = $("player");
+    if (player.hidden) return;
+    if (player.readyState >= HTMLMediaElement.HAVE_METADATA) {
+      player.currentTime = seconds;
+      player.play().catch(() => { /* no autoplay allowed: the frame is shown, the controls play it */ });
+    } else {
+      shown.seek = seconds;  // loadedmetadata seeks there
+    }
+  }
+
+  function showMoments(moments) {
+    if (!shown || !moments || moments.length < 2) return;
+    shown.moments = moments;
+    const list = $("moments");
+    list.replaceChildren(...moments.map((m) => {
+      const li = document.createElement("li"), button = document.createElement("button"), img = new Image();
+      button.type = "button";
+      button.className = "moment";
+      button.dataset.id = String(m.id);
+      button.title = clock(m.start_s) + " – " + clock(m.end_s);
+      img.loading = "lazy";
+      img.decoding = "async";
+      img.alt = "";
+      img.src = m.thumbnail;
+      const time = document.createElement("span");
+      time.textContent = clock(m.start_s);
+      button.append(img, time);
+      button.addEventListener("click", () => {
+        markMoment(m.id);
+        if ($("player").hidden) $("large").src = m.preview;
+        else seek(m.start_s);
+      });
+      li.append(button);
+      return li;
+    }));
+    $("moments-box").hidden = false;
+    markMoment(shown.moment);
+  }
+
+  function markMoment(id) {
+    if (!shown) return;
+    shown.moment = id;
+    for (const b of $("moments").querySelectorAll(".moment")) {
+      if (b.dataset.id === String(id)) b.setAttribute("aria-current", "true");
+      else b.removeAttribute("aria-current");
+    }
+    const m = shown.moments.find((x) => x.id === id);
+    const when = $("facts").querySelector('[data-fact="Moment"]');
+    if (m && when) when.textContent = clock(m.start_s) + " – " + clock(m.end_s);
+  }
+
+  function clock(seconds) {
+    const s = Math.max(0, Math.floor(seconds || 0)), h = Math.floor(s / 3600), m = Math.floor(s / 60) % 60;
+    const ss = String(s % 60).padStart(2, "0");
+    return h ? h + ":" + String(m).padStart(2, "0") + ":" + ss : m + ":" + ss;
   }
 
   function showFacts(hit, record) {
     const facts = [["Score", hit.score.toFixed(4)]];
+    if (hit.kind === "video") facts.push(["Moment", clock(hit.start_s) + " – " + clock(hit.end_s)]);
     if (hit.width && hit.height) facts.push(["Size", hit.width + " × " + hit.height + (record ? " · " + bytes(record.size) : "")]);
     if (record) {
+      if (record.duration_s) facts.push(["Length", clock(record.duration_s) + (record.segments ? " · " + record.segments + " moments" : "")]);
       facts.push(["Date", record.taken_at || new Date(record.mtime).toLocaleString() + " (file)"]);
       if (record.camera) facts.push(["Camera", record.camera]);
       if (record.lens) facts.push(["Lens", record.lens]);
-      if (record.format) facts.push(["Format", record.format.toUpperCase()]);
+      if (record.format) facts.push(["Format", record.format.toUpperCase() + (record.codec ? " · " + record.codec.toUpperCase() : "")
+                                     + (record.fps ? " · " + Math.round(record.fps * 100) / 100 + " fps" : "")]);
       if (record.latitude != null && record.longitude != null) {
         facts.push(["Place", record.latitude.toFixed(5) + ", " + record.longitude.toFixed(5)]);
       }
@@ -157,6 +297,7 @@
     for (const [name, value] of facts) {
       const dt = document.createElement("dt"), dd = document.createElement("dd");
       dt.textContent = name; dd.textContent = value;
+      dd.dataset.fact = name;
       dl.append(dt, dd);
     }
   }
@@ -169,6 +310,8 @@
     if (current < 0) return;
     const tileEl = grid.querySelector('[data-index="' + current + '"]');
     viewer.hidden = true;
+    stopPlayer();
+    shown = null;
     $("large").removeAttribute("src");
     current = -1;
     if (tileEl) tileEl.focus({ preventScroll: false });
@@ -191,7 +334,8 @@
     try {
       const [status, indexing] = await Promise.all([fetch("/api/status").then((r) => r.json()),
                                                     fetch("/api/indexing").then((r) => r.json())]);
-      let line = status.images.toLocaleString() + " images · " + status.model;
+      let line = status.images.toLocaleString() + " images · "
+        + (status.videos ? status.videos.toLocaleString() + " videos · " : "") + status.model;
       if (indexing.watching) {
         line += indexing.running ? " · indexing " + indexing.done + "/" + indexing.total : " · watching for changes";
         if (indexing.last_error) line += " · " + indexing.last_error;
@@ -213,10 +357,30 @@
   $("next").addEventListener("click", () => openViewer(current + 1));
   $("copy").addEventListener("click", copyPath);
   $("similar").addEventListener("click", () => {
-    if (current >= 0) run({ kind: "similar", id: state.hits[current].id }, true);
+    if (current < 0) return;
+    const query = { kind: "similar", id: shown ? shown.moment : state.hits[current].id };
+    if (state.query.passed) query.passed = state.query.passed;
+    run(query, true);
+  });
+  const player = $("player");
+  player.addEventListener("loadedmetadata", () => {
+    if (!shown || shown.seek == null) return;
+    const start = Math.min(shown.seek, Math.max(0, (player.duration || Infinity) - 0.05));
+    shown.seek = null;
+    seek(start);
+  });
+  player.addEventListener("timeupdate", () => {
+    if (!shown || !shown.moments.length || player.seeking) return;
+    const t = player.currentTime + 0.1;  // a seek lands on a frame, maybe a hair before the moment's start
+    const m = shown.moments.find((x) => x.start_s <= t && t < x.end_s);
+    if (m && m.id !== shown.moment) markMoment(m.id);
+  });
+  player.addEventListener("error", () => {  // a format canPlayType was too hopeful about, or a broken file
+    if (shown && player.getAttribute("src")) cannotPlay(shown.hit, true);
   });
   document.addEventListener("keydown", (event) => {
     if (current < 0) return;
+    if (event.target === player && event.key !== "Escape") return;  // its own keys seek and pause
     if (event.key === "Escape") closeViewer();
     else if (event.key === "ArrowLeft") openViewer(current - 1);
     else if (event.key === "ArrowRight") openViewer(current + 1);

@@ -17,7 +17,8 @@ from helpers.cli import run
 from helpers.server import build_library, client
 from searchengine.library.api import Library
 
-HIT_KEYS = {"id", "path", "score", "width", "height", "thumbnail", "preview", "file"}
+HIT_KEYS = {"id", "path", "score", "width", "height", "thumbnail", "preview", "file",
+            "kind", "start_s", "end_s", "frame_s", "duration_s", "codec", "mime"}  # a video's moment: test_serve_video
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,7 @@ def test_text_search_agrees_with_cli_and_python_api(lib, text):
     api = Library.open(lib["library"]).search(text=text, limit=20)
     assert [h["id"] for h in results] == [h.id for h in api]
     assert all(set(h) == HIT_KEYS for h in results)
+    assert all(h["kind"] == "image" and h["start_s"] is None and h["mime"] is None for h in results)
     assert results == sorted(results, key=lambda h: -h["score"])
 
 
@@ -136,7 +138,8 @@ def test_record_holds_catalog_fields(lib):
     assert record["id"] == target and record["path"] == str(path) and record["size"] == path.stat().st_size
     assert (record["width"], record["height"]) == (640, 480)
     shown = cli_json("show", str(target), "--json", "--library", lib["library"])
-    assert {k: v for k, v in record.items() if k not in ("thumbnail", "preview", "file")} == shown
+    assert {k: v for k, v in record.items() if k not in ("thumbnail", "preview", "file", "mime", "moments")} == shown
+    assert record["mime"] is None and record["moments"] == []
 
 
 @pytest.mark.parametrize("filters", [{"format": "png"}, {"orientation": "portrait"}, {"in": "sub"},

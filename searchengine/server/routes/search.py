@@ -1,5 +1,6 @@
-"""Search routes: text (`GET /api/search`), an uploaded image (`POST /api/search`), more like an image
-(`GET /api/images/{id}/similar`), each with the CLI's filters and paging."""
+"""Search routes: text (`GET /api/search`), an uploaded image (`POST /api/search`), more like an image or a
+video's moment (`GET /api/images/{id}/similar`), each with the CLI's filters and paging, and `moments` (every
+matching moment of a video as a hit of its own, instead of each video once at its best moment)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -20,26 +21,29 @@ def filter_params(
         folder: Optional[str] = Query(None, alias="in", max_length=4096, description="under this folder"),
         camera: Optional[str] = Query(None, max_length=200, description="make or model contains this"),
         near: Optional[str] = Query(None, max_length=100, description="LAT,LON[,KM]"),
-        format: Optional[str] = Query(None, max_length=16, description="jpeg, png, webp, gif, bmp, tiff, heic, avif"),
+        format: Optional[str] = Query(None, max_length=16, description="jpeg, png, webp, gif, bmp, tiff, heic, avif; "
+                                                                       "mp4, m4v, mov, 3gp, mkv, webm, avi"),
         orientation: Optional[str] = Query(None, max_length=16, description="landscape, portrait or square"),
+        kind: Optional[str] = Query(None, max_length=16, description="image or video"),
 ) -> SearchFilters:
     """The CLI's search filters, parsed by the same code (a bad value is a 400 naming it)."""
     return SearchFilters.parse(after=after, before=before, folder=folder, camera=camera, near=near, format=format,
-                               orientation=orientation)
+                               orientation=orientation, kind=kind)
 
 
 LIMIT = Query(50, ge=1, le=MAX_LIMIT, description="results per page")
 OFFSET = Query(0, ge=0, le=MAX_OFFSET, description="results to skip")
+MOMENTS = Query(False, description="every matching moment of a video, not each video once at its best moment")
 
 
 def add_search_routes(app: FastAPI, backend: Backend, config: ServerConfig) -> None:
     @app.get("/api/search", response_model=Results, responses=error_responses())
     def search_text(q: str = Query(min_length=1, max_length=2000, pattern=r"\S", description="what to look for"),
-                    limit: int = LIMIT, offset: int = OFFSET,
+                    limit: int = LIMIT, offset: int = OFFSET, moments: bool = MOMENTS,
                     filters: SearchFilters = Depends(filter_params)) -> dict:
         if not q.strip():
             raise QueryError("the query text is empty")
-        return backend.search_vector(backend.text_vector(q), limit, offset, filters)
+        return backend.search_vector(backend.text_vector(q), limit, offset, filters, moments)
 
     @app.post("/api/search", response_model=Results, responses=error_responses(413, 415),
               openapi_extra=UPLOAD_SCHEMA)
@@ -55,11 +59,12 @@ def add_search_routes(app: FastAPI, backend: Backend, config: ServerConfig) -> N
                     raise UploadError(415, str(exc)) from None
 
         vector = await run_in_threadpool(encode)
-        return await run_in_threadpool(backend.search_vector, vector, upload.limit, upload.offset, upload.filters)
+        return await run_in_threadpool(backend.search_vector, vector, upload.limit, upload.offset, upload.filters,
+                                       upload.moments)
 
     @app.get("/api/images/{image_id}/similar", response_model=Results, responses=error_responses(404))
-    def similar(image_id: int, limit: int = LIMIT, offset: int = OFFSET,
+    def similar(image_id: int, limit: int = LIMIT, offset: int = OFFSET, moments: bool = MOMENTS,
                 filters: SearchFilters = Depends(filter_params)) -> dict:
         with backend.read_lock:
-            found = backend.library.similar(image_id, limit, offset, filters=filters or None)
+            found = backend.library.similar(image_id, limit, offset, filters=filters or None, moments=moments)
         return backend.hits(found)
