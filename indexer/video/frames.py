@@ -32,11 +32,13 @@ from typing import TYPE_CHECKING, Iterator
 
 from PIL import Image
 
-from indexer.video.packets import MEDIA_ERRORS, Budget, configure_decoder, decode_forward
+from indexer.video.packets import (MEDIA_ERRORS, Budget, configure_decoder, decode_forward, keyframe_alone,
+                                  packets_of)
 from indexer.video.probe import VideoDecodeError, VideoInfo, start_seconds, video_stream
 
 if TYPE_CHECKING:
     from av.container import InputContainer
+    from av.packet import Packet
     from av.video.frame import VideoFrame
     from av.video.stream import VideoStream
 
@@ -120,6 +122,7 @@ class _Cursor:
         self.start = start_seconds(stream)
         self.frame_s = 1.0 / fps if fps else 0.04
         self.frames: Iterator["VideoFrame"] | None = None
+        self.packets: Iterator["Packet"] = iter(())
         self.position: float | None = None  # time of the last decoded frame
         self.seekable = True
 
@@ -127,8 +130,13 @@ class _Cursor:
         """The first frame at or after `target`, or the keyframe a seek lands on when it is at or after `earliest`;
         with its time. None at the end of the stream or of the budget."""
         landing = self.frames is None or self._worth_seeking(target)
-        if landing:
-            self._seek(target)
+        if landing and self._seek(target):
+            lone = self._lone_keyframe(earliest)
+            if lone is not None:
+                return lone
+            if self.frames is None:  # the keyframe alone gave no clean frame (damage): decode on after a new seek
+                self._seek(target)
+                self.frames = decode_forward(self.container, self.stream, self.budget, self.packets)
         for frame in self.frames:
             at = frame.time - self.start if frame.time is not None else None
             at = at if at is not None else (self.position + self.frame_s if self.position is not None else 0.0)
@@ -137,6 +145,26 @@ class _Cursor:
                 return frame, at
             landing = False
         return None
+
+    def _lone_keyframe(self, earliest: float) -> tuple["VideoFrame", float] | None:
+        """The keyframe the seek landed on, decoded alone, when it is the frame wanted (at or after `earliest`).
+
+        A decoder holds each frame back until later packets arrive (B-frame reordering: two more packets with
+        x264's defaults); draining it right after the keyframe's packet gives that frame from one decode: 30
+        decodes instead of 93 for 60 s of 1080p at 16 Mbit/s sampled every 2 s. Draining ends the decoder's
+        stream, so the next sample seeks (which resets it). Otherwise decoding goes on from that packet."""
+        packet = next(self.packets, None)
+        seconds = None if packet is None or packet.pts is None else float(packet.pts * packet.time_base) - self.start
+        if packet is None or not packet.is_keyframe or seconds is None or seconds < earliest:
+            self.frames = decode_forward(self.container, self.stream, self.budget, self.packets, packet)
+            return None
+        frame = next(keyframe_alone(self.stream, packet, self.budget), None)
+        self.frames = None  # drained: a seek comes next
+        if frame is None:
+            return None
+        at = float(frame.pts * self.stream.time_base) - self.start if frame.pts is not None else seconds
+        self.position = at
+        return frame, at
 
     def _worth_seeking(self, target: float) -> bool:
         if not self.seekable or self.position is None:
@@ -159,15 +187,21 @@ class _Cursor:
     def _stamp(self, seconds: float) -> int:
         return int(math.floor((self.start + seconds) / self.stream.time_base))
 
-    def _seek(self, target: float) -> None:
+    def _seek(self, target: float) -> bool:
+        """Place the decoder at the keyframe at or before `target`; False when the file cannot seek (then it
+        decodes on from where it is, or from the start)."""
         try:
             self.container.seek(self._stamp(target), backward=True, any_frame=False, stream=self.stream)
         except MEDIA_ERRORS:  # unseekable (a broken index): decode on from wherever the decoder is
             self.seekable = False
-            if self.frames is not None:
-                return
-        self.frames = decode_forward(self.container, self.stream, self.budget)
+            if self.frames is None:
+                self.packets = packets_of(self.container, self.stream)
+                self.frames = decode_forward(self.container, self.stream, self.budget, self.packets)
+            return False
+        self.packets = packets_of(self.container, self.stream)
+        self.frames = None
         self.position = None
+        return True
 
 
 def _stored_size(info: VideoInfo, max_side: int) -> tuple[int, int]:

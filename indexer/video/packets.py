@@ -15,6 +15,7 @@ import av
 
 if TYPE_CHECKING:
     from av.container import InputContainer
+    from av.packet import Packet
     from av.video.frame import VideoFrame
     from av.video.stream import VideoStream
 
@@ -56,19 +57,44 @@ class Budget:
         return elapsed > self.total_s or (not self.got_frame and elapsed > self.first_s)
 
 
-def decode_forward(container: "InputContainer", stream: "VideoStream", budget: Budget) -> Iterator["VideoFrame"]:
-    """Clean frames from the container's current position to the end of the stream, in decode output order.
+def packets_of(container: "InputContainer", stream: "VideoStream") -> Iterator["Packet"]:
+    """The stream's packets from the container's current position; a demux error (a truncated or damaged
+    container) ends them, as if the file ended there."""
+    demuxed = container.demux(stream)
+    while True:
+        try:
+            packet = next(demuxed)
+        except (StopIteration, *MEDIA_ERRORS):
+            return
+        if packet.size:  # the empty packet demux ends with (a flush request) is not data
+            yield packet
+
+
+def keyframe_alone(stream: "VideoStream", packet: "Packet", budget: Budget) -> Iterator["VideoFrame"]:
+    """The frame of one keyframe packet, decoded and drained at once (the decoder then needs a seek)."""
+    try:
+        frames = list(stream.decode(packet))
+    except MEDIA_ERRORS:
+        frames = []
+    frames += list(_drain(stream))
+    budget.decoded += len(frames)
+    yield from (f for f in frames if not f.is_corrupt)
+
+
+def decode_forward(container: "InputContainer", stream: "VideoStream", budget: Budget,
+                   packets: Iterator["Packet"] | None = None, first: "Packet | None" = None
+                   ) -> Iterator["VideoFrame"]:
+    """Clean frames from the container's current position (or `first`, then `packets`) to the end of the
+    stream, in decode output order.
 
     Stops quietly when `budget` expires, checked between packets: one packet's decode is never interrupted,
     so the bound holds to about one frame's decode time (a read that blocks forever is not covered).
     """
-    packets = container.demux(stream)
+    packets = packets if packets is not None else packets_of(container, stream)
+    pending = [first] if first is not None else []
     while not budget.expired():
-        try:
-            packet = next(packets)
-        except StopIteration:
-            return
-        except MEDIA_ERRORS:  # a truncated or damaged container: what came before is all there is
+        packet = pending.pop() if pending else next(packets, None)
+        if packet is None:  # the end, or a truncated or damaged container: what the decoder holds is all there is
             yield from _drain(stream)
             return
         try:
@@ -87,4 +113,8 @@ def _drain(stream: "VideoStream") -> Iterator["VideoFrame"]:
         frames = stream.decode(None)
     except MEDIA_ERRORS:
         return
-    yield from (frame for frame in frames if not frame.is_corrupt)
+    for frame in frames:
+        if frame.time_base is None:  # drained frames come without one (PyAV 18): their time would be NaN
+            frame.time_base = stream.time_base
+        if not frame.is_corrupt:
+            yield frame
