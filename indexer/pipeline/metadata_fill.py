@@ -15,10 +15,15 @@ if TYPE_CHECKING:
 def fill_missing_metadata(catalog: "Catalog", roots: Sequence[bytes]) -> int:
     """Read the headers of unchanged files under `roots` whose rows lack metadata; returns how many were filled."""
     filled = 0
+    last: tuple[tuple[bytes, int, int], ImageMetadata | None] | None = None  # a video's segments share a header
     for root in roots:
         for rows in catalog.rows_missing_metadata(root):
-            items = [(image_id, meta) for image_id, path, size, mtime_ns in rows
-                     if (meta := header_of(path, size, mtime_ns)) is not None]
+            items = []
+            for image_id, path, size, mtime_ns in rows:
+                if last is None or last[0] != (path, size, mtime_ns):
+                    last = ((path, size, mtime_ns), header_of(path, size, mtime_ns))
+                if last[1] is not None:
+                    items.append((image_id, last[1]))
             catalog.write_metadata_by_id(items)  # one transaction per chunk: an interrupted run keeps its work
             filled += len(items)
     return filled

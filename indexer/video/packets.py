@@ -71,12 +71,17 @@ def packets_of(container: "InputContainer", stream: "VideoStream") -> Iterator["
 
 
 def keyframe_alone(stream: "VideoStream", packet: "Packet", budget: Budget) -> Iterator["VideoFrame"]:
-    """The frame of one keyframe packet, decoded and drained at once (the decoder then needs a seek)."""
+    """The frame of one keyframe packet, decoded and drained at once; the decoder is then reset (as a seek
+    does), so decoding can go on."""
     try:
         frames = list(stream.decode(packet))
     except MEDIA_ERRORS:
         frames = []
     frames += list(_drain(stream))
+    try:
+        stream.codec_context.flush_buffers()
+    except MEDIA_ERRORS:
+        pass
     budget.decoded += len(frames)
     yield from (f for f in frames if not f.is_corrupt)
 

@@ -20,7 +20,8 @@ import av
 import av.logging
 
 from indexer.images.metadata import ImageMetadata
-from indexer.video.packets import MEDIA_ERRORS, Budget, configure_decoder, decode_forward
+from indexer.video.packets import (MEDIA_ERRORS, Budget, configure_decoder, decode_forward, keyframe_alone,
+                                  packets_of)
 from indexer.video.tags import merged_tags, metadata_from_tags
 
 if TYPE_CHECKING:
@@ -167,7 +168,14 @@ def _declared_size(stream: "VideoStream") -> tuple[int, int]:
 def first_frame(container: "InputContainer", stream: "VideoStream", within_s: float) -> "VideoFrame":
     """The first clean frame from the container's current position, or VideoDecodeError."""
     budget = Budget(total_s=within_s, first_s=within_s)
-    for frame in decode_forward(container, stream, budget):
+    packets = packets_of(container, stream)
+    first = next(packets, None)
+    if first is not None and first.is_keyframe:  # decoded and drained alone: one decode, not three (reordering)
+        frame = next(keyframe_alone(stream, first, budget), None)
+        if frame is not None:
+            return frame
+        first = None  # damaged: decode on from the next packet
+    for frame in decode_forward(container, stream, budget, packets, first):
         return frame
     if budget.expired():
         raise VideoDecodeError(f"no frame decoded within {within_s:g} s")

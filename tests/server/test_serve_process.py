@@ -176,6 +176,28 @@ def wait_for(predicate, timeout: float = 90.0, step: float = 0.5):
     raise AssertionError("condition not met in time")
 
 
+def test_watch_picks_up_a_new_video(tmp_path, tiny_model_name):
+    from helpers.videos import make_video
+
+    media = tmp_path / "media"
+    media.mkdir()
+    photo(1).save(media / "p1.png")
+    library = tmp_path / "lib"
+    run("index", media, "--library", library, "--model", tiny_model_name, "--workers", "0")
+    server = ServerProcess(library, "--watch")
+    try:
+        status = lambda: fetch_json(server.url + "api/status")  # noqa: E731
+        wait_for(lambda: fetch_json(server.url + "api/indexing")["watching"])
+        make_video(tmp_path / "clip.mp4", [(1, 2.0), (5, 2.0)])
+        (tmp_path / "clip.mp4").rename(media / "clip.mp4")  # appears whole, as a finished copy does
+        wait_for(lambda: status()["videos"] == 1)
+        assert status()["segments"] >= 1 and status()["images"] == 1
+        hits = fetch_json(server.url + "api/search?q=a&limit=10&kind=video")["results"]
+        assert [h["path"] for h in hits] == [str(media / "clip.mp4")] and hits[0]["kind"] == "video"
+    finally:
+        assert server.stop() == 0
+
+
 def test_watch_adds_and_removes_without_restart(tmp_path, tiny_model_name):
     photos = tmp_path / "photos"
     photos.mkdir()

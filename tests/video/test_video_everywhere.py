@@ -129,3 +129,23 @@ def test_ray_indexes_videos_as_the_local_run_does(media, tiny_model_name, isolat
     assert (summary["added"], summary["videos"], summary["segments"]) == (2, 1, local["segments"])
     on_ray = [row[:4] for row in moments(isolated / "onray", media / "a.mp4")]
     assert on_ray == [row[:4] for row in moments(isolated / "local", media / "a.mp4")]
+
+
+def test_metadata_re_read_opens_a_video_once_for_all_its_segments(isolated, tiny_model_name, monkeypatch):
+    from helpers.catalog import raw_sqlite
+    from indexer.pipeline import metadata_fill
+
+    root = isolated / "phone"
+    root.mkdir()
+    make_video(root / "IMG_0002.mov", [(1, 2.0), (2, 2.0), (3, 2.0)], metadata=PHONE_TAGS)
+    index_json(root, "--model", tiny_model_name, "--video-interval", "1")
+    library = isolated / "library"
+    with raw_sqlite(library) as conn:  # as after an upgrade of the metadata reader
+        conn.execute("UPDATE images SET meta_version=NULL, make=NULL, taken_at_source=NULL")
+    calls = []
+    real = metadata_fill.header_of
+    monkeypatch.setattr(metadata_fill, "header_of", lambda *args: calls.append(args) or real(*args))
+    summary = index_json(root)
+    rows = catalog_query(library, "SELECT make, taken_at_source FROM images")
+    assert summary["metadata_filled"] == len(rows) > 1 and len(calls) == 1
+    assert set(rows) == {("Apple", "quicktime")}
