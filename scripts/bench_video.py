@@ -1,12 +1,13 @@
 """Video indexing speed: seconds of work per minute of a 1080p H.264 video, against the naive loop.
 
-Usage:  .venv/bin/python scripts/bench_video.py [--seconds 60] [--gop 30] [--interval 2] [--repeat 2]
+Usage:  .venv/bin/python scripts/bench_video.py [--videos 3] [--seconds 40] [--gop 30] [--interval 2] [--repeat 2]
 
-Generates (once, under .bench/video/) a 1080p30 H.264 MP4 of distinct scenes with a cut every few seconds and a
-keyframe every `--gop` frames (phones write about one a second), and a random-weight ViT-B-32 (speed does not
-depend on the weights). Measures in one run, each the best of `--repeat`:
-(a) `searchengine index` of a folder holding only the video (fresh library each time; `embed_seconds`, the
-    run's embedding phase, which holds the decode, the encode, the segmenting and the commit);
+Generates (once, under .bench/video/) `--videos` 1080p30 H.264 MP4s at a phone's bitrate, of distinct textured
+scenes (a pan, sensor-like noise) with a cut every few seconds and a keyframe every `--gop` frames (phones write
+about one a second), and a random-weight ViT-B-32 (speed does not depend on the weights). Measures in one run,
+each the best of `--repeat`, for the folder as a whole:
+(a) `searchengine index` of the folder (fresh library each time; `embed_seconds`, the run's embedding phase,
+    which holds the decode in the workers, the encode, the segmenting and the commits);
 (b) its two parts in this process: the decode (probe + keyframe-seek sampling at the default interval, frames
     scaled by FFmpeg, cropped for the model) and the encode of those samples (the product's image encoder);
 (c) the naive loop: decode every frame with PyAV, convert one every `--interval` seconds to RGB, preprocess it
@@ -35,7 +36,7 @@ SCENE_S = 7.0  # a cut every 7 s
 BITRATE = 16_000_000  # what phones record 1080p30 at (16-20 Mbit/s)
 
 
-def make_video(path: Path, seconds: float, gop: int) -> Path:
+def make_video(path: Path, seconds: float, gop: int, seed: int) -> Path:
     """1080p30 H.264 at a phone's bitrate (BITRATE; yuv420p, veryfast) of moving, distinct, textured scenes with
     sensor-like noise (a smooth picture would compress to a tenth of a phone's bitrate and decode unrealistically
     fast): made once, reused by later runs."""
@@ -46,30 +47,36 @@ def make_video(path: Path, seconds: float, gop: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     aside = path.with_suffix(".part.mp4")
     w, h = SIZE
-    small = np.mgrid[0:h // 8, 0:w // 8]
+    noise = np.random.default_rng(99).integers(-14, 15, (4, h, w, 1), dtype=np.int16)
     with av.open(str(aside), "w") as container:
         stream = container.add_stream("libx264", rate=FPS)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.codec_context.gop_size = gop
         stream.bit_rate = BITRATE
         stream.options = {"preset": "veryfast", "keyint_min": str(gop), "sc_threshold": "0"}
-        noise = np.random.default_rng(99).integers(-14, 15, (8, h, w, 1), dtype=np.int16)
+        picture = None
         for n in range(int(seconds * FPS)):
             t = n / FPS
-            scene = int(t // SCENE_S)
-            rng = np.random.default_rng(scene)
-            base, freq = rng.uniform(30, 225, 3), rng.uniform(0.05, 0.3, 2)
-            texture = rng.uniform(-50, 50, (h // 8, w // 8, 3))
-            wave = 40 * np.sin(freq[0] * small[1] + freq[1] * small[0] + 3 * t)
-            img = base[None, None, :] + wave[..., None] + np.roll(texture, n, axis=1)
-            img = np.kron(img, np.ones((8, 8, 1))) + noise[n % len(noise)]
-            img = np.clip(img, 0, 255).astype(np.uint8)
+            if n % int(SCENE_S * FPS) == 0:
+                picture = _scene(seed * 100 + int(t // SCENE_S))
+            moved = np.roll(picture, 4 * n, axis=1) + noise[n % len(noise)]  # a pan, with fresh noise
+            img = np.clip(moved, 0, 255).astype(np.uint8)
             for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
     os.replace(aside, path)
     return path
+
+
+def _scene(seed: int) -> np.ndarray:
+    """A full-size textured picture: a colour, a wave and 8x8-pixel blocks of detail (int16, H x W x 3)."""
+    w, h = SIZE
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h // 8, 0:w // 8]
+    base, freq = rng.uniform(30, 225, 3), rng.uniform(0.05, 0.3, 2)
+    small = base + 40 * np.sin(freq[0] * x + freq[1] * y)[..., None] + rng.uniform(-50, 50, (h // 8, w // 8, 3))
+    return np.kron(small, np.ones((8, 8, 1))).astype(np.int16)
 
 
 def product_index(folder: Path, model_dir: Path, library: Path, interval: float) -> dict:
@@ -129,9 +136,15 @@ def naive_loop(video: Path, model, reference, interval: float) -> dict:
     return {"seconds": time.perf_counter() - started, "frames_decoded": frames, "encoded": encoded}
 
 
+def _summed(figures: list[dict]) -> dict:
+    """Per-video figures added up (the folder as one piece of work)."""
+    return {key: sum(f[key] for f in figures) for key in figures[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--videos", type=int, default=3, help="distinct videos in the folder (default 3)")
+    parser.add_argument("--seconds", type=float, default=40.0, help="length of each (default 40)")
     parser.add_argument("--gop", type=int, default=30)
     parser.add_argument("--interval", type=float, default=2.0)
     parser.add_argument("--repeat", type=int, default=2)
@@ -141,27 +154,31 @@ def main() -> None:
     from indexer.model.clip import ModelSpec, load_model
 
     work = WORK / "video"
-    video = make_video(work / "in" / f"clip-{int(args.seconds)}s-gop{args.gop}-{BITRATE // 10**6}M.mp4", args.seconds,
-                       args.gop)
-    folder = work / f"folder-{video.stem}"
+    folder = work / f"folder-{args.videos}x{int(args.seconds)}s-gop{args.gop}-{BITRATE // 10**6}M"
     folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / video.name).exists():
-        os.link(video, folder / video.name)
+    videos = []
+    for n in range(args.videos):
+        video = make_video(work / "in" / f"clip{n}-{int(args.seconds)}s-gop{args.gop}-{BITRATE // 10**6}M.mp4",
+                           args.seconds, args.gop, seed=n)
+        if not (folder / video.name).exists():
+            os.link(video, folder / video.name)
+        videos.append(video)
     model_dir = benchlib.random_model()
     model = load_model(ModelSpec(f"local-dir:{model_dir}", None), "fp32", "cpu")
     _, _, reference = open_clip.create_model_and_transforms(f"local-dir:{model_dir}")
     runs, parts, naive = [], [], []
     for _ in range(args.repeat):  # interleaved, so a drift of the machine's speed touches each alike
         runs.append(product_index(folder, model_dir, work / "library", args.interval))
-        parts.append(product_parts(video, model, args.interval))
-        naive.append(naive_loop(video, model, reference, args.interval))
+        parts.append(_summed([product_parts(v, model, args.interval) for v in videos]))
+        naive.append(_summed([naive_loop(v, model, reference, args.interval) for v in videos]))
     minutes = parts[0]["duration_s"] / 60
     best_run = min(r["embed_seconds"] for r in runs)
     best_naive = min(n["seconds"] for n in naive)
     decode, encode = min(p["decode_s"] for p in parts), min(p["encode_s"] for p in parts)
     emit({
-        "video": f"{SIZE[0]}x{SIZE[1]} H.264 {FPS} fps, {parts[0]['duration_s']:.1f} s, keyframe every {args.gop} frames",
-        "bitrate_mbit_s": round(video.stat().st_size * 8 / parts[0]["duration_s"] / 1e6, 1),
+        "videos": f"{args.videos} x {SIZE[0]}x{SIZE[1]} H.264 {FPS} fps, {parts[0]['duration_s']:.1f} s in all, "
+                  f"keyframe every {args.gop} frames",
+        "bitrate_mbit_s": round(sum(v.stat().st_size for v in videos) * 8 / parts[0]["duration_s"] / 1e6, 1),
         "interval_s": args.interval, "cores": CORES, "load_before": round(os.getloadavg()[0], 2),
         "segments": runs[0]["segments"], "samples": parts[0]["samples"],
         "index_s_per_video_minute": round(best_run / minutes, 3),
