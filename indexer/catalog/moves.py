@@ -55,7 +55,10 @@ def find_reusable(conn: Any, content_hash: bytes) -> Reusable | None:
 
 
 @dataclass
-class ReusableSegment:
+class StoredSegment:
+    """One moment of a video: [start_s, end_s), shown by the frame at frame_s, whose embedding it carries
+    (what the catalog stores per segment, and what a moved or copied video reuses)."""
+
     segment: int
     start_s: float
     end_s: float
@@ -67,7 +70,7 @@ class ReusableSegment:
 class ReusableVideo:
     """The segments already cut for this content; `moved_from`: the gone video whose rows a new path takes."""
 
-    segments: list[ReusableSegment]
+    segments: list[StoredSegment]
     moved_from: bytes | None
     moved_kind: str | None = None  # VANISHED (rows wait in `vanished`) or MOVED (rows of a gone file in images)
 
@@ -93,8 +96,8 @@ def find_reusable_video(conn: Any, content_hash: bytes) -> ReusableVideo | None:
     return ReusableVideo(_segments(rows), gone, MOVED if gone else None)
 
 
-def _segments(rows: list) -> list[ReusableSegment]:
-    return [ReusableSegment(int(s), float(a), float(b), float(f), _vector(e)) for s, a, b, f, e in rows]
+def _segments(rows: list) -> list[StoredSegment]:
+    return [StoredSegment(int(s), float(a), float(b), float(f), _vector(e)) for s, a, b, f, e in rows]
 
 
 def _vector(blob: bytes) -> np.ndarray:

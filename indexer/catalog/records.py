@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from indexer.catalog.moves import Claim
+from indexer.catalog.moves import Claim, StoredSegment
 from indexer.images.metadata import ImageMetadata
 
 
@@ -35,17 +35,6 @@ class StoredImage:
     existing_id: int | None = None
     claim: Claim | None = None  # the entry of a moved file this path takes over
     metadata: ImageMetadata | None = None  # None: left for the next index run's header-only pass
-
-
-@dataclass
-class StoredSegment:
-    """One moment of a video: [start_s, end_s), shown by the frame at frame_s, whose embedding it carries."""
-
-    segment: int
-    start_s: float
-    end_s: float
-    frame_s: float
-    embedding: np.ndarray
 
 
 @dataclass

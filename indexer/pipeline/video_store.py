@@ -30,8 +30,7 @@ def stored_video(prepared: "Prepared", model: Encoder | None, batch_size: int, l
     assert samples is not None
     task = prepared.task
     if samples.reused is not None and samples.reused.segments:
-        segments = [StoredSegment(s.segment, s.start_s, s.end_s, s.frame_s, s.embedding)
-                    for s in samples.reused.segments]
+        segments = samples.reused.segments
         moved_from, moved_kind = samples.reused.moved_from, samples.reused.moved_kind
     else:
         assert model is not None and samples.crops is not None
