@@ -12,8 +12,11 @@ a new process per query with a warm page cache, and with a cold one (library, pa
 Python's standard library evicted first: page_cache.py), plus warm in-process queries. The index file's load is
 also timed after eviction. --vectors 0 runs only the CLI latencies.
 
+--library-segments S measures, side by side in one run, that library and the same photos plus S video moments
+(JSON: "photos", "photos_and_videos", "videos_minus_photos").
+
     .venv/bin/python scripts/bench_search.py [--vectors N] [--queries Q] [--library-images N] [--cold-runs R]
-        [--vectors-file V.npy --queries-file Q.npy --ids-out I.npy]
+        [--library-segments S] [--vectors-file V.npy --queries-file Q.npy --ids-out I.npy]
 """
 from __future__ import annotations
 
@@ -107,12 +110,33 @@ def cold_cli_latencies(args: argparse.Namespace) -> dict:
         return {}
     from query_latency import cold_cli_latencies as measure
 
-    figures = measure(Path(args.work), images=args.library_images, runs=args.cold_runs)
-    print(f"CLI on a {figures['library_images']}-image ViT-B-32 library, new process each query: "
-          f"text {figures['cold_text_warm_cache_s']} s warm cache, {figures['cold_text_cold_cache_s']} s cold cache; "
-          f"indexed image {figures['cold_image_warm_cache_s']} s warm cache, {figures['cold_image_cold_cache_s']} s "
-          f"cold cache; in-process warm p50 {figures['warm_p50_ms']} ms, p95 {figures['warm_p95_ms']} ms", flush=True)
+    figures = measure(Path(args.work), images=args.library_images, runs=args.cold_runs,
+                      segments=args.library_segments)
+    if not args.library_segments:
+        print(f"CLI on a {figures['library_images']}-image ViT-B-32 library, new process each query: "
+              f"{_latency_line(figures)}", flush=True)
+        return figures
+    for name, label in (("photos", f"{args.library_images} photos"),
+                        ("photos_and_videos", f"{args.library_images} photos + {args.library_segments} video "
+                                              f"moments ({figures['segments_per_video']} per video)")):
+        one = figures[name]
+        print(f"CLI on {label}, new process each query: {_latency_line(one)}; moments=True p50 "
+              f"{one['warm_moments_p50_ms']} ms, p95 {one['warm_moments_p95_ms']} ms; by vector p50 "
+              f"{one['vector_p50_ms']} ms (moments {one['vector_moments_p50_ms']} ms), rank calls per search "
+              f"{one['vector_grouping']['rank_calls_mean']} (max {one['vector_grouping']['rank_calls_max']})"
+              + "".join(f"; {kind.replace('_', ' ')} p50 {got['p50_ms']} ms, p95 {got['p95_ms']} ms (moments "
+                        f"{got['moments_p50_ms']} ms), rank calls {got['grouping']['rank_calls_mean']}"
+                        for kind, got in one.get("near_videos", {}).items()), flush=True)
+    print(f"load average {figures['loadavg_before']} before, {figures['loadavg_after']} after; other processes' "
+          f"share of the CPU {100 * figures['foreign_cpu_share']:.1f}%", flush=True)
     return figures
+
+
+def _latency_line(figures: dict) -> str:
+    return (f"text {figures['cold_text_warm_cache_s']} s warm cache, {figures['cold_text_cold_cache_s']} s cold "
+            f"cache; indexed image {figures['cold_image_warm_cache_s']} s warm cache, "
+            f"{figures['cold_image_cold_cache_s']} s cold cache; in-process warm p50 {figures['warm_p50_ms']} ms, "
+            f"p95 {figures['warm_p95_ms']} ms")
 
 
 def described(values: list[float], digits: int = 2) -> str:
@@ -134,6 +158,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--nprobe", type=int, nargs="+", default=[32, 64, 128], help="with --ondisk: cells probed")
     parser.add_argument("--library-images", type=int, default=100_000,
                         help="size of the generated library for CLI latencies (0 skips them)")
+    parser.add_argument("--library-segments", type=int, default=0,
+                        help="also measure the same library plus this many video moments (50 per stub video), side "
+                             "by side with the photo-only one (default 0: photos only)")
     parser.add_argument("--cold-runs", type=int, default=7, help="cold CLI runs per query kind (median reported)")
     parser.add_argument("--work", default=str(benchlib.WORK),
                         help="folder for the generated library and model (reused between runs)")

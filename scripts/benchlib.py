@@ -50,7 +50,7 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 
 def synthetic(n: int, q: int, dim: int = DIM, seed: int = 0, out: np.ndarray | None = None,
-              chunk: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
+              chunk: int = 100_000, draw_seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(images (n, dim), text-like queries (q, dim)), float32 unit rows with CLIP's geometry.
 
     Image embeddings share a strong common direction, belong to one of 64 broad topics and to one of 4000
@@ -58,7 +58,8 @@ def synthetic(n: int, q: int, dim: int = DIM, seed: int = 0, out: np.ndarray | N
     (nearest-image cosine ~0.77, mean pair cosine ~0.38). A text query is a cluster centre pulled towards a shared
     "modality offset" direction plus noise, normalised, so its best image sits at cosine ~0.33 (mean ~0.14), as
     CLIP text queries do. `out` (an (n, dim) float32 array, e.g. a memory-mapped file larger than RAM) is filled
-    `chunk` rows at a time instead of a new array.
+    `chunk` rows at a time instead of a new array. `draw_seed` draws the points (and queries) afresh from the
+    same geometry (the seed's directions, topics and clusters): more points of the same collection.
     """
     rng = np.random.default_rng(seed)
     common, offset = unit(rng.standard_normal((2, dim)))
@@ -66,6 +67,8 @@ def synthetic(n: int, q: int, dim: int = DIM, seed: int = 0, out: np.ndarray | N
     centres = unit(1.3 * common + 0.8 * topics[rng.integers(0, 64, 4000)] + unit(rng.standard_normal((4000, dim))))
     weights = rng.lognormal(0.0, 1.0, len(centres))
     weights /= weights.sum()
+    if draw_seed is not None:
+        rng = np.random.default_rng(draw_seed)
     images = np.empty((n, dim), np.float32) if out is None else out
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
@@ -74,6 +77,26 @@ def synthetic(n: int, q: int, dim: int = DIM, seed: int = 0, out: np.ndarray | N
     noise = rng.standard_normal((q, dim), dtype=np.float32) / np.float32(np.sqrt(dim))
     queries = unit(0.5 * centres[rng.choice(len(centres), q, p=weights)] + offset + noise)
     return images, queries
+
+
+def synthetic_segments(videos: int, per_video: int, dim: int = DIM, seed: int = 0, draw_seed: int = 1,
+                       noise: float = 0.4) -> np.ndarray:
+    """(videos * per_video, dim) float32 unit rows: the moments of `videos` videos, video v's in rows
+    v * per_video ... (v + 1) * per_video - 1.
+
+    Each video has a centre drawn like a photo of synthetic(seed)'s collection (`draw_seed` keeps them apart from
+    its photos), and each of its moments is that centre plus isotropic noise of norm ~`noise`, normalised: moments
+    of one video resemble each other more than photos of one cluster do (with 0.4: cosine ~0.93 to the centre,
+    ~0.86 between two moments, against ~0.74 between photos of a cluster), as frames of one video do. So when one
+    moment ranks high, so do its siblings, which a search that shows a video once must skip over.
+    """
+    centres, _ = synthetic(videos, 0, dim, seed=seed, draw_seed=draw_seed)
+    rng = np.random.default_rng((seed, draw_seed))
+    out = np.empty((videos * per_video, dim), np.float32)
+    for v in range(videos):
+        spread_ = rng.standard_normal((per_video, dim), dtype=np.float32) * np.float32(noise / np.sqrt(dim))
+        out[v * per_video:(v + 1) * per_video] = unit(centres[v] + spread_)
+    return out
 
 
 def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
@@ -295,7 +318,7 @@ def write_rows(catalog: Catalog, count: int, row: Callable[[int], StoredImage], 
         catalog.apply(BatchWrite(stored=[row(k) for k in range(start, min(count, start + chunk))]))
 
 
-def stub_files(folder: Path, count: int, per_folder: int = 1000) -> list[bytes]:
+def stub_files(folder: Path, count: int, per_folder: int = 1000, suffix: str = ".jpg") -> list[bytes]:
     """Paths of `count` empty files, `per_folder` to a subfolder. A search leaves out hits whose files are gone,
     so the rows of a synthetic library must point at files that exist for its figures to be a real library's."""
     paths = []
@@ -303,34 +326,73 @@ def stub_files(folder: Path, count: int, per_folder: int = 1000) -> list[bytes]:
         sub = folder / f"{k // per_folder:04d}"
         if k % per_folder == 0:
             sub.mkdir(parents=True, exist_ok=True)
-        path = os.fsencode(sub / f"{k:08d}.jpg")
+        path = os.fsencode(sub / f"{k:08d}{suffix}")
         open(path, "wb").close()
         paths.append(path)
     return paths
 
 
-def grown_library(work: Path, images: int, name: str, seed: int = 0) -> tuple[Path, list[Path]]:
+SEGMENTS_PER_VIDEO = 50
+SEGMENT_S = 6.0  # each synthetic moment's length: a 50-moment video lasts 5 minutes
+
+
+def write_videos(catalog: Catalog, paths: Sequence[bytes], vectors: np.ndarray, per_video: int = SEGMENTS_PER_VIDEO,
+                 chunk: int = 5000) -> None:
+    """Video k = paths[k] with the moments vectors[k * per_video:(k + 1) * per_video] (consecutive SEGMENT_S-long
+    moments, each shown by its middle frame), through Catalog.apply(BatchWrite(videos=...)), the product's own
+    write path, about `chunk` moments per transaction."""
+    from indexer.catalog.records import BatchWrite, StoredSegment, StoredVideo, VideoFacts
+
+    facts = VideoFacts(duration_s=per_video * SEGMENT_S, fps=30.0, codec="h264")
+    per_batch = max(1, chunk // per_video)
+    for start in range(0, len(paths), per_batch):
+        videos = []
+        for k in range(start, min(len(paths), start + per_batch)):
+            segments = [StoredSegment(j, j * SEGMENT_S, (j + 1) * SEGMENT_S, (j + 0.5) * SEGMENT_S,
+                                      vectors[k * per_video + j]) for j in range(per_video)]
+            videos.append(StoredVideo(paths[k], 1, 1, b"v%015d" % k, facts, segments))
+        catalog.apply(BatchWrite(videos=videos))
+
+
+def grown_library(work: Path, images: int, name: str, seed: int = 0, segments: int = 0,
+                  per_video: int = SEGMENTS_PER_VIDEO) -> tuple[Path, list[Path]]:
     """(library, its indexed photos): made as a user makes one (`searchengine index` over 8 generated photos with
     the random ViT-B-32, which also exports the text tower), grown to `images` rows of synthetic CLIP-like
     embeddings whose paths are empty stub files (encoding 100k real photos takes hours here, and query cost does
     not depend on where the vectors came from), then a writer run (`index` again) that chooses and trains the
-    index for that size, as after a user's own run. Built once under work/NAME-IMAGES and reused."""
+    index for that size, as after a user's own run. Built once under work/NAME-IMAGES and reused.
+
+    `segments` adds that many video moments besides: ceil(segments / per_video) stub .mp4 files, `per_video`
+    moments each (synthetic_segments: a video's moments near each other, in the photos' geometry), written as
+    videos through the catalog; such a library lives under work/NAME-IMAGES-SEGMENTSseg. Its photo rows are
+    the photo-only library's, so the two differ by the videos alone."""
     from indexer.catalog.store import Catalog, StoredImage
 
-    base = work / f"{name}-{images}"
+    base = work / (f"{name}-{images}" + (f"-{segments}seg" if segments else ""))
     library, done = base / "library", base / "complete"
     photos = write_photos(base / "photos", 8, seed, SMALL_PHOTO)
     if done.exists():
         return library, photos
     shutil.rmtree(library, ignore_errors=True)
     shutil.rmtree(base / "stubs", ignore_errors=True)
+    shutil.rmtree(base / "video-stubs", ignore_errors=True)
     cli("index", base / "photos", "--library", library, "--model", f"local-dir:{random_model(work)}")
     extra = max(0, images - len(photos))
     catalog = Catalog.open(library / "catalog.sqlite", writable=True)
     try:
-        vectors, _ = synthetic(extra, 0, int(catalog.meta()["dim"]), seed=7)
+        dim = int(catalog.meta()["dim"])
+        vectors, _ = synthetic(extra, 0, dim, seed=7)
         paths = stub_files(base / "stubs", extra)
         write_rows(catalog, extra, lambda k: StoredImage(paths[k], 1, 1, b"%016d" % k, vectors[k]))
+        del vectors
+        if segments:
+            videos = -(-segments // per_video)
+            moments = synthetic_segments(videos, per_video, dim, seed=7, draw_seed=8)[:segments]
+            video_paths = stub_files(base / "video-stubs", videos, suffix=".mp4")
+            full, rest = divmod(segments, per_video)
+            write_videos(catalog, video_paths[:full], moments[:full * per_video], per_video)
+            if rest:  # the last video has fewer moments
+                write_videos(catalog, video_paths[full:], moments[full * per_video:], rest)
     finally:
         catalog.close()
     cli("index", base / "photos", "--library", library)
@@ -473,6 +535,21 @@ def _descendants(root: int, table: dict[int, tuple[int, int]]) -> list[int]:
 def _machine_busy_ticks() -> int:
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     return sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+
+
+def foreign_share(fn: Callable[[], T]) -> tuple[T, float]:
+    """fn()'s result and the share of the machine's CPU that other processes used while it ran: the machine's busy
+    time (/proc/stat) less this process's and its waited-for children's (rusage). Unlike `watched`, no sampling
+    thread runs beside fn, so in-process timings stay undisturbed; children still running at the end count as
+    foreign."""
+    def own() -> float:
+        mine, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return mine.ru_utime + mine.ru_stime + children.ru_utime + children.ru_stime
+
+    busy, cpu, started = _machine_busy_ticks(), own(), time.perf_counter()
+    result = fn()
+    busy = (_machine_busy_ticks() - busy) / os.sysconf("SC_CLK_TCK")
+    return result, max(0.0, busy - (own() - cpu)) / ((time.perf_counter() - started) * CORES)
 
 
 def watched(fn: Callable[[], T]) -> tuple[T, float]:

@@ -97,7 +97,7 @@ class LibrarySearch(_Host):
     def similar(self, image_id: int, limit: int = 20, offset: int = 0, exact: bool = False,
                 filters: SearchFilters | None = None, moments: bool = False) -> list[SearchHit]:
         """Images like the indexed image (or video moment) `image_id`, from its stored embedding ("more like
-        this"); the moment's own video is not among the results."""
+        this"); a moment's own video is not among the results (with `moments`, its other moments are)."""
         catalog = self._readable_catalog()
         vector = embedding_of(catalog, image_id)
         if vector is None:
