@@ -96,7 +96,7 @@ class ImageMetadata:
                        taken_at_offset=_format_offset(when.utcoffset()), taken_at_source="mtime")
 
 
-def _safe(read: Callable[[], T]) -> T | None:
+def safe(read: Callable[[], T]) -> T | None:
     """One field's reader; any failure on odd input leaves the field empty."""
     try:
         return read()
@@ -113,17 +113,17 @@ def read_metadata(img: "Image.Image", exif: Any = None) -> ImageMetadata:
 
 def _read(img: "Image.Image", exif: Any) -> ImageMetadata:
     if exif is None:
-        exif = _safe(lambda: _header_exif(img)) or {}
-    sub = _safe(lambda: exif.get_ifd(EXIF_IFD)) or {}
-    gps = _safe(lambda: exif.get_ifd(GPS_IFD)) or {}
-    size = _safe(lambda: _displayed_size(img.size, exif.get(ORIENTATION))) or (None, None)
+        exif = safe(lambda: _header_exif(img)) or {}
+    sub = safe(lambda: exif.get_ifd(EXIF_IFD)) or {}
+    gps = safe(lambda: exif.get_ifd(GPS_IFD)) or {}
+    size = safe(lambda: _displayed_size(img.size, exif.get(ORIENTATION))) or (None, None)
     when = _capture_time(img, exif, sub)
-    place = _safe(lambda: _gps(gps)) or (None, None)
+    place = safe(lambda: _gps(gps)) or (None, None)
     return ImageMetadata(
         *(when or (None, None, None, None)), width=size[0], height=size[1],
-        format=_safe(lambda: FORMATS.get(img.format or "", (img.format or "").lower() or None)),
-        make=_safe(lambda: _text(exif.get(MAKE))), model=_safe(lambda: _text(exif.get(MODEL))),
-        lens=_safe(lambda: _text(sub.get(LENS_MODEL) or exif.get(LENS_MODEL))),
+        format=safe(lambda: FORMATS.get(img.format or "", (img.format or "").lower() or None)),
+        make=safe(lambda: tag_text(exif.get(MAKE))), model=safe(lambda: tag_text(exif.get(MODEL))),
+        lens=safe(lambda: tag_text(sub.get(LENS_MODEL) or exif.get(LENS_MODEL))),
         latitude=place[0], longitude=place[1])
 
 
@@ -150,7 +150,9 @@ def _displayed_size(size: tuple[int, int], orientation: Any) -> tuple[int, int]:
     return (h, w) if isinstance(orientation, int) and orientation in (5, 6, 7, 8) else (w, h)
 
 
-def _text(value: Any) -> str | None:
+def tag_text(value: Any) -> str | None:
+    """A tag's printable one-line text (bytes as UTF-8), at most MAX_TEXT long; None when blank or only
+    spaces/NULs (no camera), or not text."""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if not isinstance(value, str):
@@ -172,7 +174,7 @@ def _capture_time(img: "Image.Image", exif: Any, sub: Any) -> Taken | None:
         lambda: _taken_at(tag(DATETIME, exif, sub), tag(OFFSET_TIME), tag(SUBSEC_TIME), "exif-datetime"),
     )
     for read in readers:
-        if (when := _safe(read)) is not None:
+        if (when := safe(read)) is not None:
             return when
     return None
 
@@ -181,18 +183,19 @@ def _taken_at(raw: Any, raw_offset: Any, raw_subsec: Any = None, source: str = "
     """(UTC epoch seconds, local ISO, offset or None, source) from EXIF's 'YYYY:MM:DD HH:MM:SS', offset, sub-second.
 
     Without a valid offset the source gets "-local" and the time is read in this machine's zone."""
-    text = _text(raw)
+    text = tag_text(raw)
     match = _DATE.match(text) if text else None
     if not match:
         return None
-    return _dated(tuple(int(v) for v in match.groups()), _subsec(_text(raw_subsec)), _text(raw_offset), source)
+    return _dated(tuple(int(v) for v in match.groups()), _subsec(tag_text(raw_subsec)), tag_text(raw_offset), source)
 
 
-def _dated(parts: tuple[int, ...], fraction: float, offset_text: str | None, source: str) -> Taken | None:
+def _dated(parts: tuple[int, ...], fraction: float, offset_text: str | None, source: str,
+           assume: timezone | None = None) -> Taken | None:
     local = datetime(*parts)  # raises on month 13, day 0, year 0...
     if not MIN_YEAR <= local.year <= MAX_YEAR:
         return None
-    offset = _parse_offset(offset_text)
+    offset = _parse_offset(offset_text) or assume
     if offset is None:
         return local.timestamp() + fraction, local.isoformat(), None, f"{source}-local"
     return (local.replace(tzinfo=offset).timestamp() + fraction, local.isoformat(),
@@ -220,20 +223,21 @@ def _xmp_taken_at(packet: str | None) -> Taken | None:
         return None
     for attribute, element in _XMP_PATTERNS:
         for match in (attribute.search(packet), element.search(packet)):
-            if match and (when := _safe(lambda: _iso_taken_at(match.groups()[-1], "xmp"))) is not None:
+            if match and (when := safe(lambda: iso_taken_at(match.groups()[-1], "xmp"))) is not None:
                 return when
     return None
 
 
-def _iso_taken_at(text: str, source: str) -> Taken | None:
-    """From ISO 8601 "2021-05-01T10:11:12.345+02:00" (offset, seconds and time optional); a date alone is midnight."""
+def iso_taken_at(text: str, source: str, assume: timezone | None = None) -> Taken | None:
+    """From ISO 8601 "2021-05-01T10:11:12.345+02:00" (offset, seconds and time optional); a date alone is midnight.
+    Without an offset the time is in `assume` when given (a container's UTC clock), else local ("-local")."""
     match = _ISO.match(text)
     if not match:
         return None
     year, month, day, hour, minute, second, fraction, offset = match.groups()
     parts = tuple(int(v or 0) for v in (year, month, day, hour, minute, second))
     seconds = int(fraction[:9]) / 10 ** len(fraction[:9]) if fraction else 0.0
-    return _dated(parts, seconds, offset if hour is not None else None, source)
+    return _dated(parts, seconds, offset if hour is not None else None, source, assume)
 
 
 def _parse_offset(text: str | None) -> timezone | None:
@@ -274,7 +278,7 @@ def _degrees(value: Any, ref: Any, signs: str, bound: float) -> float | None:
     degrees = sum(n / 60 ** i for i, n in enumerate(numbers))
     if not math.isfinite(degrees) or any(n < 0 for n in numbers) or degrees > bound:
         return None
-    ref_text = _text(ref)
+    ref_text = tag_text(ref)
     if ref_text and ref_text[0].upper() == signs[0]:
         return -degrees
     return degrees if not ref_text or ref_text[0].upper() == signs[1] else None

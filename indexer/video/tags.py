@@ -8,19 +8,19 @@ Every field is read on its own: an odd value leaves that field None, never fails
 * ``quicktime-local``: the same tag without an offset, a wall-clock time read in the indexing machine's zone;
 * ``container``: ``creation_time`` (MP4 mvhd, Matroska DateUTC), UTC. 1904-01-01 and 1970-01-01 are clocks
   never set (QuickTime's and Unix's epochs) and are ignored.
+Dates are read with photos' ISO 8601 reader and text with their tag reader (indexer/images/metadata.py), so
+offsets, the 1826-2200 range and blank values mean the same for both.
 """
 from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Mapping, TypeVar
+from datetime import timezone
+from typing import Mapping
 
-from indexer.images.metadata import ImageMetadata
+from indexer.images.metadata import ImageMetadata, Taken, iso_taken_at, safe, tag_text
 
-MIN_YEAR, MAX_YEAR = 1826, 2200  # as for photos: anything outside is a broken clock
-MAX_TEXT = 200
-UNSET_DATES = {(1904, 1, 1), (1970, 1, 1)}
+UNSET_DATES = ("1904-01-01", "1970-01-01")  # QuickTime's and Unix's epochs: a clock never set
 
 QUICKTIME_DATE = "com.apple.quicktime.creationdate"
 CREATION_TIME = "creation_time"
@@ -28,19 +28,8 @@ LOCATION_KEYS = ("com.apple.quicktime.location.iso6709", "location", "location-e
 MAKE_KEYS = ("com.apple.quicktime.make", "com.android.manufacturer", "make")
 MODEL_KEYS = ("com.apple.quicktime.model", "com.android.model", "model")
 
-_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.,]\d+)?\s*(Z|[+-]\d{2}:?\d{2})?$")
 # ISO 6709 as phones write it: +DD.DDDD+DDD.DDDD[+AAA.AAA][CRS...]/ (also +DDMM.MM and +DDMMSS.S forms)
 _ISO6709 = re.compile(r"^([+-]\d+(?:\.\d*)?)([+-]\d+(?:\.\d*)?)(?:[+-]\d+(?:\.\d*)?)?(?:CRS[^/]*)?/?$")
-
-T = TypeVar("T")
-When = tuple[float, str, "str | None", str]
-
-
-def _safe(read: Callable[[], T]) -> T | None:
-    try:
-        return read()
-    except Exception:
-        return None
 
 
 def merged_tags(*sources: Mapping[str, str]) -> dict[str, str]:
@@ -55,80 +44,35 @@ def merged_tags(*sources: Mapping[str, str]) -> dict[str, str]:
 
 def metadata_from_tags(tags: Mapping[str, str], width: int, height: int, format: str) -> ImageMetadata:
     """The catalog's metadata record for a video: `tags` from merged_tags, size as displayed."""
-    when = _safe(lambda: _quicktime_date(tags.get(QUICKTIME_DATE))) or _safe(
+    when = safe(lambda: _quicktime_date(tags.get(QUICKTIME_DATE))) or safe(
         lambda: _creation_time(tags.get(CREATION_TIME)))
-    place = next((p for p in (_safe(lambda k=k: _iso6709(tags.get(k))) for k in LOCATION_KEYS) if p), None)
+    place = next((p for p in (safe(lambda k=k: _iso6709(tags.get(k))) for k in LOCATION_KEYS) if p), None)
     return ImageMetadata(
         *(when or (None, None, None, None)), width=width, height=height, format=format,
         make=_first_text(tags, MAKE_KEYS), model=_first_text(tags, MODEL_KEYS), lens=None,
         latitude=place[0] if place else None, longitude=place[1] if place else None)
 
 
-def text(value: object) -> str | None:
-    """A printable one-line value, or None for blank, only spaces/NULs, or not text."""
-    if not isinstance(value, str):
-        return None
-    value = " ".join(value.replace("\x00", " ").split())
-    return value[:MAX_TEXT] if value and value.isprintable() else None
-
-
 def _first_text(tags: Mapping[str, str], keys: tuple[str, ...]) -> str | None:
-    return next((v for v in (_safe(lambda k=k: text(tags.get(k))) for k in keys) if v), None)
+    return next((v for v in (safe(lambda k=k: tag_text(tags.get(k))) for k in keys) if v), None)
 
 
-def _parse(raw: object) -> tuple[datetime, timezone | None] | None:
-    """ISO 8601 date-time with an optional offset (Z, +HH:MM, +HHMM): (wall-clock time, offset or None)."""
-    value = text(raw)
-    match = _DATE.match(value) if value else None
-    if not match:
-        return None
-    local = datetime(*(int(v) for v in match.groups()[:6]))  # raises on month 13, day 0...
-    if not MIN_YEAR <= local.year <= MAX_YEAR:
-        return None
-    return local, _offset(match.group(7))
+def _quicktime_date(raw: object) -> Taken | None:
+    """Apple's creation date, parsed as photos' XMP dates are (ISO 8601; "-local" without an offset)."""
+    value = tag_text(raw)
+    return iso_taken_at(value, "quicktime") if value else None
 
 
-def _offset(raw: str | None) -> timezone | None:
-    if raw is None:
-        return None
-    if raw == "Z":
-        return timezone.utc
-    digits = raw[1:].replace(":", "")
-    hours, minutes = int(digits[:2]), int(digits[2:])
-    if minutes >= 60 or timedelta(hours=hours, minutes=minutes) > timedelta(hours=14):
-        return None
-    delta = timedelta(hours=hours, minutes=minutes)
-    return timezone(-delta if raw[0] == "-" else delta)
-
-
-def _quicktime_date(raw: object) -> When | None:
-    parsed = _parse(raw)
-    if parsed is None:
-        return None
-    local, offset = parsed
-    if offset is None:
-        return local.timestamp(), local.isoformat(), None, "quicktime-local"
-    return local.replace(tzinfo=offset).timestamp(), local.isoformat(), _format_offset(offset), "quicktime"
-
-
-def _creation_time(raw: object) -> When | None:
-    parsed = _parse(raw)
-    if parsed is None or (parsed[0].year, parsed[0].month, parsed[0].day) in UNSET_DATES:
-        return None
-    local, offset = parsed  # written in UTC; a stated offset is honoured, none means UTC
-    instant = local.replace(tzinfo=offset or timezone.utc)
-    return instant.timestamp(), local.isoformat(), _format_offset(offset or timezone.utc), "container"
-
-
-def _format_offset(zone: timezone) -> str:
-    minutes = int(zone.utcoffset(None).total_seconds() // 60)
-    sign = "-" if minutes < 0 else "+"
-    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+def _creation_time(raw: object) -> Taken | None:
+    """The container's creation time: written in UTC (a stated offset is honoured); an unset clock is None."""
+    value = tag_text(raw)
+    when = iso_taken_at(value, "container", assume=timezone.utc) if value else None
+    return None if when is None or when[1].startswith(UNSET_DATES) else when
 
 
 def _iso6709(raw: object) -> tuple[float, float] | None:
     """(latitude, longitude) from an ISO 6709 string; None for 0,0 (no fix) or out of range."""
-    value = text(raw)
+    value = tag_text(raw)
     match = _ISO6709.match(value) if value else None
     if not match:
         return None
