@@ -86,12 +86,10 @@ class CatalogReads:
         with self.read() as conn:
             return int(conn.exec_driver_sql("SELECT value FROM meta WHERE key='image_count'").scalar())
 
-    def counts(self) -> tuple[int, int]:
-        """(indexed rows: photos and video segments, failed files)."""
+    def failed_count(self) -> int:
+        """Files that could not be indexed (the indexed ones: image_count and media_counts, without a scan)."""
         with self.read() as conn:
-            images = conn.exec_driver_sql("SELECT count(*) FROM images").scalar()
-            failed = conn.exec_driver_sql("SELECT count(*) FROM failures").scalar()
-        return int(images), int(failed)
+            return int(conn.exec_driver_sql("SELECT count(*) FROM failures").scalar())
 
     def media_counts(self) -> tuple[int, int, int]:
         """(photos, videos, video segments), through the index on start_s (segments are the rows with a start)."""

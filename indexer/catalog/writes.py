@@ -43,7 +43,7 @@ class CatalogWrites:
                 conn.exec_driver_sql(
                     "INSERT OR REPLACE INTO failures (path, folder, size, mtime_ns, reason) VALUES (?,?,?,?,?)",
                     (failed.path, folder_of(failed.path), failed.size, failed.mtime_ns, failed.reason))
-                delta -= self._remove_path(conn, failed.path, seq)
+                delta -= remove_path(conn, failed.path, seq)  # its row, or a video's every segment
             stash_removed(conn, batch.removed_ids)
             for image_id in batch.removed_ids:
                 delta -= conn.exec_driver_sql("DELETE FROM images WHERE id=?", (image_id,)).rowcount
@@ -69,11 +69,6 @@ class CatalogWrites:
         conn.exec_driver_sql("DELETE FROM failures WHERE path=?", (item.path,))
         moved_here = reuse_id is not None and item.claim.kind == MOVED
         return int(new) - int(moved_here)  # a moved entry left its old path: the count is unchanged
-
-    @staticmethod
-    def _remove_path(conn: "Connection", path: bytes, seq: int) -> int:
-        """Remove an indexed path (it became unreadable): its row, or a video's every segment; the rows removed."""
-        return remove_path(conn, path, seq)
 
     def write_metadata_by_id(self, items: list[tuple[int, ImageMetadata]]) -> None:
         """Fill in metadata of existing rows in one transaction; seq is untouched (embeddings did not change)."""

@@ -183,6 +183,8 @@ def import_source(catalog: Catalog, source: Source, require_files: bool,
             summary.added += len(batch.stored)
             after_commit()
     whole = list(videos.values())
+    for video in whole:
+        video.segments.sort(key=lambda s: s.segment)
     for start in range(0, len(whole), 50):
         catalog.apply(BatchWrite(videos=whole[start:start + 50]))
         summary.added += len(whole[start:start + 50])
@@ -226,8 +228,7 @@ def _add_segment(video: StoredVideo, moment: tuple, vector: np.ndarray) -> None:
     segment, start_s, end_s, frame_s = moment[:4]
     if any(s.segment == segment for s in video.segments):
         return  # the same row twice in the source
-    video.segments.append(StoredSegment(int(segment), start_s, end_s, frame_s, vector))
-    video.segments.sort(key=lambda s: s.segment)
+    video.segments.append(StoredSegment(int(segment), start_s, end_s, frame_s, vector))  # sorted once all are in
 
 
 def _identity(rows: _Rows, n: int, path: bytes, present: bool) -> tuple[int, int, bytes]:

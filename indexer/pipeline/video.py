@@ -5,7 +5,6 @@ Runs in decode worker processes (no torch, no SQLAlchemy), like prepare.py for p
 """
 from __future__ import annotations
 
-import io
 import os
 import stat
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from indexer.catalog.moves import ReusableVideo
 from indexer.catalog.records import VideoFacts
 from indexer.images.decode import PreprocessConfig, crop_for_model
 from indexer.images.metadata import ImageMetadata
-from indexer.images.thumbnails import THUMBNAIL_QUALITY, THUMBNAIL_SIZE, fitted_size
+from indexer.images.thumbnails import THUMBNAIL_QUALITY, THUMBNAIL_SIZE, encode_jpeg, fitted_size
 from indexer.video.files import video_content_hash
 from indexer.video.frames import sample_frames, sample_times
 from indexer.video.probe import VideoDecodeError, open_video, probe
@@ -129,6 +128,4 @@ def _thumbnail(image) -> bytes:
     from PIL import Image
 
     small = image.resize(fitted_size(image.size, THUMBNAIL_SIZE), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    buffer = io.BytesIO()
-    small.save(buffer, "JPEG", quality=THUMBNAIL_QUALITY)
-    return buffer.getvalue()
+    return encode_jpeg(small, THUMBNAIL_QUALITY)

@@ -46,10 +46,9 @@ def stored_video(prepared: "Prepared", model: Encoder | None, batch_size: int, l
 
 def _encode(model: Encoder, crops: np.ndarray, batch_size: int) -> np.ndarray:
     cfg = model.preprocess_cfg
-    parts = [model.encode_pixels(normalise_crops(crops[i:i + batch_size], cfg))
-             for i in range(0, len(crops), batch_size)]
-    embeddings = np.concatenate(parts).astype(np.float32)
-    return embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    # encode_pixels gives unit float32 rows, as it does for photos: stored as they come
+    return np.concatenate([model.encode_pixels(normalise_crops(crops[i:i + batch_size], cfg))
+                           for i in range(0, len(crops), batch_size)])
 
 
 def _store_thumbnails(library: Path, content_hash: bytes, frames: list[tuple[float, bytes]]) -> None:

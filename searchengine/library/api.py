@@ -89,8 +89,8 @@ class Library(LibraryIndexing, LibrarySearch):
     def status(self) -> LibraryStatus:
         catalog = self._readable_catalog()
         meta = catalog.meta()
-        _, failed = catalog.counts()
         photos, videos, segments = catalog.media_counts()
+        failed = catalog.failed_count()
         tower_problem = self._text_tower_problem()
         return LibraryStatus(str(self.folder), photos, videos, segments, failed, meta["model"], meta["pretrained"],
                              int(meta["dim"]),

@@ -145,7 +145,7 @@ def _image(record: ImageRecord) -> DuplicateImage:
     meta = record.metadata
     taken = meta.taken_at_local or (_iso(meta.taken_at) if meta.taken_at is not None else None)
     return DuplicateImage(record.id, os.fsdecode(record.path), record.size, meta.width, meta.height, taken,
-                          _iso(record.mtime_ns / 1e9), "video" if record.start_s is not None else "image")
+                          _iso(record.mtime_ns / 1e9), record.kind)
 
 
 def _iso(epoch: float) -> str:

@@ -122,8 +122,6 @@ def displayed_size(row: ImageRecord, dims: media.Dimensions) -> tuple[int, int]:
 
 def hit_json(hit: SearchHit, row: ImageRecord, dims: media.Dimensions) -> dict:
     width, height = dims.get(row.path, row.content_hash, (hit.width, hit.height))
-    video = row.kind == "video"
     return {"id": hit.id, "path": hit.path, "score": round(hit.score, 6), "width": width, "height": height,
             **urls(row), "kind": row.kind, "start_s": row.start_s, "end_s": row.end_s, "frame_s": row.frame_s,
-            "duration_s": row.duration_s if video else None, "codec": row.codec if video else None,
-            "mime": video_mime(row)}
+            "duration_s": row.duration_s, "codec": row.codec, "mime": video_mime(row)}  # all None for a photo

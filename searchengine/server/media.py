@@ -24,7 +24,7 @@ from indexer.catalog.images import ImageRecord as CatalogRecord
 from indexer.errors import ImageNotFoundError
 from indexer.images.files import MAX_FILE_BYTES, read_file
 from indexer.images.thumbnails import (PREVIEW_QUALITY, PREVIEW_SIZE, THUMBNAIL_QUALITY, THUMBNAIL_SIZE, cache_path,
-                                       encode_jpeg, fitted_size, frame_cache_key, render, write_atomically)
+                                       encode_jpeg, frame_cache_key, render, write_atomically)
 
 DIMENSIONS_CACHED = 200_000
 VIDEO_TYPES = {"mp4": "video/mp4", "m4v": "video/mp4", "mov": "video/quicktime", "3gp": "video/3gpp",
@@ -276,12 +276,7 @@ def _frame_jpeg(row: CatalogRecord, kind: str) -> bytes:
             frame = None
     if frame is None:
         raise ImageNotFoundError(f"image {row.id} cannot be decoded any more")
-    from PIL import Image
-
-    image = frame.image
-    if max(image.size) > bound:
-        image = image.resize(fitted_size(image.size, bound), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return encode_jpeg(image.convert("RGB"), quality)
+    return encode_jpeg(frame.image, quality)  # already RGB, within `bound` (FFmpeg scaled it to max_side)
 
 
 _FRAME_SLOTS = threading.BoundedSemaphore(FRAME_DECODES)
