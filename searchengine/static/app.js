@@ -282,7 +282,7 @@
     if (hit.kind === "video") facts.push(["Moment", clock(hit.start_s) + " – " + clock(hit.end_s)]);
     if (hit.width && hit.height) facts.push(["Size", hit.width + " × " + hit.height + (record ? " · " + bytes(record.size) : "")]);
     if (record) {
-      if (record.duration_s) facts.push(["Length", clock(record.duration_s) + (record.segments ? " · " + record.segments + " moments" : "")]);
+      if (record.duration_s) facts.push(["Length", clock(record.duration_s) + (record.segments ? " · " + record.segments + (record.segments === 1 ? " moment" : " moments") : "")]);
       facts.push(["Date", record.taken_at || new Date(record.mtime).toLocaleString() + " (file)"]);
       if (record.camera) facts.push(["Camera", record.camera]);
       if (record.lens) facts.push(["Lens", record.lens]);
