@@ -48,3 +48,7 @@ class DeviceError(SearchEngineError):
 
 class PrecisionRefusedError(SearchEngineError):
     """A reduced precision (int8) was checked on the user's own photos and is not faithful enough to fp32."""
+
+
+class OcrUnavailableError(SearchEngineError):
+    """Text reading was asked for, but the OCR engine (the `ocr` extra) is not installed."""

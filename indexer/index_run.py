@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 # Through their modules, not their names: each step is looked up when the run reaches it (so a test that
 # replaces one step in its own module replaces it here too).
 from indexer.catalog import images
+from indexer.catalog import texts
 from indexer.pipeline import local, metadata_fill, plan, run_meta
 
 if TYPE_CHECKING:
@@ -63,4 +64,14 @@ def run_index(catalog: "Catalog", store: "IndexStore", spec: "ModelSpec", librar
     images.remember_roots(catalog, roots, list(exclude))
     store.finish()
     run_meta.record_run(catalog, summary, loaded_model())
+    if texts.ocr_enabled(catalog):  # the embeddings are committed and searchable: now the words
+        from indexer.ocr.engine import unavailable_reason
+        from indexer.pipeline.ocr import read_texts
+
+        summary.words_note = unavailable_reason() or ""
+        if summary.words_note:
+            return summary
+        words = read_texts(catalog, reporter, options.workers)
+        summary.words_read, summary.words_with_text = words.read, words.with_text
+        summary.words_failed, summary.words_seconds = words.failed, words.seconds
     return summary

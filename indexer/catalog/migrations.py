@@ -144,6 +144,29 @@ def m007_video_segments(conn: "Connection") -> None:
         conn.exec_driver_sql(f"ALTER TABLE vanished ADD COLUMN {column}")
 
 
+def m008_texts(conn: "Connection") -> None:
+    # The text read in pictures (OCR), kept by content: a renamed or copied photo keeps its text unread again.
+    # frame_ms is -1 for a photo, else the millisecond of the video frame that stands for a segment.
+    # `error` set: the engine could not read the picture (a recorded failure, not retried by later runs).
+    conn.exec_driver_sql(
+        """CREATE TABLE texts (
+            id INTEGER PRIMARY KEY,
+            content_hash BLOB NOT NULL,
+            frame_ms INTEGER NOT NULL,
+            lines TEXT NOT NULL,
+            engine TEXT NOT NULL,
+            error TEXT,
+            read_at REAL NOT NULL,
+            UNIQUE (content_hash, frame_ms)
+        )""")
+    # The word index (rowid = texts.id): words in their normal form (indexer/ocr/words.py), and long tokens
+    # again in a trigram index, where words a recogniser ran together are found.
+    conn.exec_driver_sql("CREATE VIRTUAL TABLE text_words USING fts5(words, tokenize='unicode61 remove_diacritics 2')")
+    conn.exec_driver_sql("CREATE VIRTUAL TABLE text_glued USING fts5(glued, tokenize='trigram')")
+    # What is still to read is found through this index, not by reading image rows with their embeddings.
+    conn.exec_driver_sql("CREATE INDEX images_text_key ON images (content_hash, frame_s)")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", m001_initial),
     ("002_image_count", m002_image_count),
@@ -152,4 +175,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("005_cameras", m005_cameras),
     ("006_index_roots", m006_index_roots),
     ("007_video_segments", m007_video_segments),
+    ("008_texts", m008_texts),
 ]

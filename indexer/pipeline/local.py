@@ -44,6 +44,7 @@ class IndexOptions:
     video_interval_s: float | None = None  # asked for this run (then remembered); None: the library's own
     video_max_segments: int | None = None
     video: VideoOptions | None = None  # the sampling in effect (set by the run from the above and the library)
+    ocr: bool | None = None  # read the text in pictures: True/False turns it on/off (remembered); None: as before
 
 
 @dataclass
@@ -63,6 +64,11 @@ class IndexSummary:
     embed_seconds: float = 0.0  # phase timing: reading, decoding, encoding and storing the files to do
     device: str | None = None  # what encoded this run's images (None: no image needed the model)
     compute_precision: str | None = None  # "fp32", "int8", or a checked GPU precision such as "fp16"
+    words_read: int = 0  # the words phase (OCR on): pictures read this run, those with text, engine failures
+    words_with_text: int = 0
+    words_failed: int = 0
+    words_seconds: float = 0.0
+    words_note: str = ""  # why the words were not read (OCR on, but its extra no longer installed)
 
     @property
     def images_per_s(self) -> float:

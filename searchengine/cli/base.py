@@ -115,10 +115,18 @@ class Progress:
         if self.bar is not None:
             self.bar.render_finish()
 
-    def start(self, total: int) -> None:
+    def start_phase(self, label: str, total: int) -> None:
+        """A later phase of the run (the words), on a progress line of its own."""
+        if self.bar is not None:
+            self.bar.render_finish()
+            self.bar = None
+        self.done = 0
+        self.start(total, label)
+
+    def start(self, total: int, label: str = "indexing") -> None:
         if self.tty and total:
             self.started = time.monotonic()
-            self.bar = click.progressbar(length=total, label="indexing", file=sys.stderr, show_eta=True,
+            self.bar = click.progressbar(length=total, label=label, file=sys.stderr, show_eta=True,
                                          show_pos=True, item_show_func=self._rate)
             self.bar.__enter__()
 

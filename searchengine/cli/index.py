@@ -30,10 +30,12 @@ from searchengine.library.api import Library
               help="Sample a video's frames at most every S seconds (default 2; remembered).")
 @click.option("--video-max-segments", default=None, type=click.IntRange(1, 100_000), metavar="N",
               help="At most N segments per video, spread over its length (default 500; remembered).")
+@click.option("--ocr/--no-ocr", "ocr", default=None,
+              help="Read the text in pictures, for --words search (remembered; needs the ocr extra).")
 @device_option
 @json_option
 def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, int8, ray_address, video_interval,
-          video_max_segments, device, as_json) -> None:
+          video_max_segments, ocr, device, as_json) -> None:
     """Index photos and videos under PATHS (none: the folders earlier runs were given): new and changed files
     are embedded, vanished ones removed; a video is cut into moments (segments), each embedded."""
     from indexer.cpu import yield_to_queries
@@ -43,7 +45,7 @@ def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, i
         yield_to_queries()  # a `search` or a server's requests come first when they compete for the cores
     library = Library.open(library_dir)
     options = IndexOptions(batch_size=batch_size, workers=workers, video_interval_s=video_interval,
-                           video_max_segments=video_max_segments)
+                           video_max_segments=video_max_segments, ocr=ocr)
     with Progress() as progress:
         if not paths:
             if exclude or model or pretrained or int8:
@@ -61,6 +63,10 @@ def index(paths, library_dir, model, pretrained, batch_size, workers, exclude, i
                    f"unchanged {summary.unchanged}, failed {summary.failed}{_videos(summary)} "
                    f"({summary.reused} reused by content, {summary.moved} moved, {summary.images_per_s:.1f} images/s, "
                    f"{summary.seconds:.1f} s{_on_device(summary)})", err=True)
+        if summary.words_read or summary.words_note:
+            click.echo(summary.words_note or f"read the words of {summary.words_read} pictures: "
+                       f"{summary.words_with_text} with text, {summary.words_failed} failed "
+                       f"({summary.words_seconds:.1f} s)", err=True)
 
 
 def _videos(summary: Any) -> str:

@@ -27,16 +27,18 @@ def filter_options(command: Any) -> Any:
                      help="jpeg, png, webp, gif, bmp, tiff, heic, avif; mp4, m4v, mov, 3gp, mkv, webm, avi."),
         click.option("--orientation", metavar="landscape|portrait|square", help="Shape as displayed."),
         click.option("--kind", metavar="image|video", help="Photos only, or videos only."),
+        click.option("--words", metavar="WORDS",
+                     help='The text read in it (index --ocr) holds WORDS: all of them, "a phrase", prefix*.'),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def parse_filters(after, before, folder, camera, near, image_format, orientation, kind) -> SearchFilters:
+def parse_filters(after, before, folder, camera, near, image_format, orientation, kind, words=None) -> SearchFilters:
     try:
         return SearchFilters.parse(after=after, before=before, folder=folder, camera=camera, near=near,
-                                   format=image_format, orientation=orientation, kind=kind)
+                                   format=image_format, orientation=orientation, kind=kind, words=words)
     except FilterError as exc:
         raise click.UsageError(str(exc)) from None
 
@@ -59,19 +61,23 @@ def parse_filters(after, before, folder, camera, near, image_format, orientation
 @click.option("--link-to", type=click.Path(file_okay=False), default=None,
               help="Put symbolic links to the results into this folder.")
 @click.option("--moments", is_flag=True, help="List every matching moment of a video, not only its best one.")
+@click.option("--no-words", "no_words", is_flag=True,
+              help="Rank a text query by CLIP alone, not also by the words read in the pictures.")
 @filter_options
 @library_option
 @json_option
 def search(query, image, add, subtract, force_text, limit, exact, null, min_score, cutoff, copy_to, link_to,
-           moments, after, before, folder, camera, near, image_format, orientation, kind, library_dir,
-           as_json) -> None:
+           moments, no_words, after, before, folder, camera, near, image_format, orientation, kind, words,
+           library_dir, as_json) -> None:
     """Search by TEXT, by an image FILE (or --image), or by terms joined with + and - (rclip's syntax).
 
     A term is a text or an existing image file, optionally weighted: "./racing car.jpg" - "2:sports car" + snow.
-    Filters narrow the search; alone, they list the matching images newest first.
+    Filters narrow the search; alone, they list the matching images newest first. --words finds the words
+    read in the pictures (index --ocr); a text query also ranks pictures holding its words higher (--no-words:
+    CLIP alone).
     """
     steps.since_begin("argument parsing")
-    filters = parse_filters(after, before, folder, camera, near, image_format, orientation, kind)
+    filters = parse_filters(after, before, folder, camera, near, image_format, orientation, kind, words)
     if query and image is not None:
         raise click.UsageError("give TEXT or --image, not both")
     if not query and image is None and not add and not subtract and not filters:
@@ -87,7 +93,7 @@ def search(query, image, add, subtract, force_text, limit, exact, null, min_scor
         hits = library.search(text=single if terms[0].kind == "text" else None,
                               image=single if terms[0].kind == "image" else None,
                               limit=limit, exact=exact, min_score=min_score, cutoff=cutoff, filters=filters,
-                              moments=moments)
+                              moments=moments, words=not no_words)
     else:
         hits = library.search(terms=terms, limit=limit, exact=exact, min_score=min_score, cutoff=cutoff,
                               filters=filters, moments=moments)
@@ -123,6 +129,8 @@ def _hit_json(hit: Any) -> dict:
     if hit.kind != "video":
         for key in ("start_s", "end_s", "frame_s"):
             fields.pop(key)
+    if hit.words is None:
+        fields.pop("words")
     if hit.score is not None:
         fields["score"] = round(hit.score, 6)
     return fields

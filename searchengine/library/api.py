@@ -54,6 +54,11 @@ class LibraryStatus:
     text_encoder_note: str = ""
     device: str = "none"  # the device of the last index run that encoded images ("cpu", "cuda:0 (...)", "mps")
     compute_precision: str = "none"  # what that run computed embeddings in ("fp32", "fp16", "int8"...)
+    ocr: str = "off"  # "on": index reads the text in pictures (--ocr), remembered
+    texts_read: int = 0  # pictures read (photos, and the frames of video moments)
+    texts_with_text: int = 0
+    texts_failed: int = 0
+    texts_pending: int = 0  # not read yet (the next `index` reads them while OCR is on)
 
 
 class Library(LibraryIndexing, LibrarySearch):
@@ -92,11 +97,15 @@ class Library(LibraryIndexing, LibrarySearch):
         photos, videos, segments = catalog.media_counts()
         failed = catalog.failed_count()
         tower_problem = self._text_tower_problem()
+        from indexer.catalog.texts import OCR_KEY, text_counts
+
+        words = text_counts(catalog)
         return LibraryStatus(str(self.folder), photos, videos, segments, failed, meta["model"], meta["pretrained"],
                              int(meta["dim"]),
                              meta.get("index_kind", "none"), "torch" if tower_problem else "numpy",
                              meta.get("image_precision", "fp32"), tower_problem or "", meta.get("device", "none"),
-                             meta.get("compute_precision", "none"))
+                             meta.get("compute_precision", "none"), meta.get(OCR_KEY, "off"), words.read,
+                             words.with_text, words.failed, words.pending)
 
     def _text_tower_problem(self) -> str | None:
         """Why text queries go to torch (None: the numpy export is complete and gives its recorded probe)."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from indexer.catalog.images import IndexRoot, index_roots
 from indexer.catalog.store import Catalog
+from indexer.catalog.texts import ocr_enabled, set_ocr
 from indexer.errors import ModelMismatchError, SearchEngineError
 from indexer.pipeline.scan import absolute
 from searchengine.library.layout import LOCK_FILE, TEXT_TOWER_DIR, TEXT_TOWER_SKIPPED
@@ -59,6 +60,10 @@ class LibraryIndexing(_Host):
             if not os.path.exists(root):
                 raise SearchEngineError(f"no such file or folder: {given}")
         options = options or IndexOptions()
+        if options.ocr:  # a missing extra is said before anything is created or written
+            from indexer.ocr.engine import check_available
+
+            check_available()
         if ray is not None and device not in (None, "auto", "cpu"):
             raise SearchEngineError(f"--device {device} with --ray: each Ray encoder actor uses its own worker's "
                                     "best device (a GPU where the cluster has them); leave out --device")
@@ -74,6 +79,8 @@ class LibraryIndexing(_Host):
             self._check_precision(catalog, image_precision)
             options = replace(options, video=remembered_video_options(catalog, options.video_interval_s,
                                                                      options.video_max_segments))
+            if options.ocr is not None and options.ocr != ocr_enabled(catalog):
+                set_ocr(catalog, options.ocr)
             check_device(device, cpu_only=precision_of(catalog) == "int8")
             summary = run_index(catalog, self._index_store(catalog), self._spec(catalog), str(self.folder), roots,
                                 exclude, options, reporter, self._loaded_model, lambda: self._model, run)
@@ -102,7 +109,7 @@ class LibraryIndexing(_Host):
             summary = self.index([os.fsdecode(r) for r in roots], options=options, exclude=exclude,
                                  reporter=reporter, ray=ray, device=device)
             for name in ("added", "updated", "removed", "unchanged", "failed", "reused", "encoded", "videos",
-                         "segments", "seconds"):
+                         "segments", "seconds", "words_read", "words_with_text", "words_failed", "words_seconds"):
                 setattr(total, name, getattr(total, name) + getattr(summary, name))
             total.device = summary.device or total.device
             total.compute_precision = summary.compute_precision or total.compute_precision

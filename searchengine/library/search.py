@@ -47,6 +47,7 @@ class SearchHit:
     start_s: float | None = None
     end_s: float | None = None
     frame_s: float | None = None  # the frame shown for the moment (its thumbnail), within [start_s, end_s)
+    words: list[dict] | None = None  # when the query used words: the lines of its text that hold them (TextLine)
 
 
 class LibrarySearch(_Host):
@@ -54,14 +55,18 @@ class LibrarySearch(_Host):
 
     def search(self, text: str | None = None, image: str | None = None, limit: int = 20,
                exact: bool = False, *, terms: "Sequence[Term] | None" = None, min_score: float | None = None,
-               cutoff: str | None = None, filters: SearchFilters | None = None, moments: bool = False
-               ) -> list[SearchHit]:
+               cutoff: str | None = None, filters: SearchFilters | None = None, moments: bool = False,
+               words: bool = True) -> list[SearchHit]:
         """By a text, an image file, or weighted `terms` (query arithmetic, see searchengine.query.expression), among
         the images passing `filters`; filters alone give the newest matching images (score None).
 
         `min_score` drops hits scoring below it; `cutoff="auto"` keeps only hits that stand out from the
         library's scores for this query (searchengine.query.cutoff). A video is one hit at its best moment;
         `moments=True` lists each of its matching moments as a hit of its own.
+
+        A text query also looks at the text read in the pictures (OCR): those whose words match rise, by
+        reciprocal rank fusion (searchengine.query.words); `words=False` leaves the CLIP order as it is. Scores
+        stay CLIP's cosine similarities either way.
         """
         given = sum(q is not None for q in (text, image, terms))
         if given > 1 or (given == 0 and not filters):
@@ -76,7 +81,7 @@ class LibrarySearch(_Host):
         if empty:
             raise QueryError(f"library {self.folder} has no images yet; run `searchengine index FOLDER` first")
         if given == 0:
-            return self._newest(catalog, filters, limit, moments)
+            return self._with_words(catalog, self._newest(catalog, filters, limit, moments), filters)
         if (text is not None or terms is not None) and not exact:
             # A cold page cache: the text tower's weights are read while faiss is imported and the index opened.
             self._query_encoder().prefetch()
@@ -88,6 +93,10 @@ class LibrarySearch(_Host):
             query = self._query_encoder().texts([text]) if text is not None else \
                 self._query_encoder().image_file(image, catalog)
         hits = self.search_vector(query[0], limit, exact, filters, moments)
+        if text is not None and words and not (filters and filters.words):
+            hits = self._fused_with_words(catalog, text, query[0], hits, limit, filters, moments)
+        else:
+            hits = self._with_words(catalog, hits, filters)
         if min_score is None and cutoff in (None, "off"):
             return hits
         from searchengine.query.cutoff import cut
@@ -177,6 +186,57 @@ class LibrarySearch(_Host):
             fetch = 2 * fetch + missing
         self._notice_missing(missing)
         return [replace(hit, score=None) for hit in _with_metadata(catalog, hits[:limit])]
+
+    def _with_words(self, catalog: Catalog, hits: list[SearchHit], filters: SearchFilters | None) -> list[SearchHit]:
+        """With `--words`: each hit with the lines of its text that hold them."""
+        if not filters or not filters.words or not hits:
+            return hits
+        from indexer.catalog.texts import lines_for
+        from searchengine.query.words import parse_words
+
+        query = parse_words(filters.words)
+        lines = lines_for(catalog, [h.id for h in hits])
+        return [replace(h, words=[line.to_json() for line in query.matching(lines.get(h.id, []))]) for h in hits]
+
+    def _fused_with_words(self, catalog: Catalog, text: str, vector: np.ndarray, hits: list[SearchHit], limit: int,
+                          filters: SearchFilters | None, moments: bool) -> list[SearchHit]:
+        """The CLIP hits fused with the pictures whose text holds the query's words (reciprocal rank fusion)."""
+        from indexer.catalog.matching import embeddings_for, which_match
+        from indexer.catalog.texts import lines_for
+        from searchengine.query.words import fused_order, has_texts, query_words, ranked_by_words
+
+        with step("words"):
+            query = query_words(text)
+            if query is None or not has_texts(catalog):
+                return hits
+            word_ids = ranked_by_words(catalog, query)
+            if filters and word_ids:
+                where, params = filters.sql(catalog)
+                passing = set(which_match(catalog, np.array(word_ids, np.int64), where, params).tolist())
+                word_ids = [i for i in word_ids if i in passing]
+            if not word_ids:
+                return hits
+            known = {h.id for h in hits}
+            extra = np.array([i for i in word_ids if i not in known], np.int64)
+            found, vectors = embeddings_for(catalog, extra, len(vector))
+            scores = (vectors @ np.asarray(vector, np.float32)).astype(np.float32)
+            more, _ = _existing_hits(catalog, scores[None, :], found[None, :], moments=True)
+            pool = {h.id: h for h in hits} | {h.id: h for h in _with_metadata(catalog, more)}
+            word_ids = [i for i in word_ids if i in pool]  # vanished files are no answer
+            order = fused_order([h.id for h in hits], {i: h.score for i, h in pool.items()}, word_ids)
+            chosen, videos = [], set()
+            for image_id in order:
+                hit = pool[image_id]
+                if hit.kind == "video" and not moments:
+                    if hit.path in videos:
+                        continue
+                    videos.add(hit.path)
+                chosen.append(hit)
+                if len(chosen) == limit:
+                    break
+            lines = lines_for(catalog, [h.id for h in chosen if h.id in set(word_ids)])
+            return [replace(h, words=[line.to_json() for line in query.matching(lines[h.id])]) if h.id in lines
+                    else h for h in chosen]
 
     def _notice_missing(self, missing: int) -> None:
         if missing:

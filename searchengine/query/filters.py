@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from indexer.catalog.store import Catalog
 
 PARAM_NAMES = {"after": "after", "before": "before", "in": "folder", "camera": "camera", "near": "near",
-               "format": "format", "orientation": "orientation", "kind": "kind"}  # server parameter -> SearchFilters.parse argument
+               "format": "format", "orientation": "orientation", "kind": "kind",
+               "words": "words"}  # server parameter -> SearchFilters.parse argument
 MAX_CAMERA_TERMS = 200  # more matching cameras than this: a LIKE on every row is simpler than a longer OR
 BOX_MARGIN_DEG = 1e-9  # so rounding never leaves a point at exactly KM outside the box
 DEFAULT_NEAR_KM = 1.0
@@ -56,6 +57,7 @@ class SearchFilters:
     format: str | None = None  # normalised: jpeg, png, webp, gif, bmp, tiff, heic, avif
     orientation: str | None = None  # landscape, portrait or square
     kind: str | None = None  # image or video
+    words: str | None = None  # the text read in it holds these words (searchengine/query/words.py's syntax)
 
     def __bool__(self) -> bool:
         return any(v is not None for v in vars(self).values())
@@ -63,7 +65,7 @@ class SearchFilters:
     @classmethod
     def parse(cls, after: str | None = None, before: str | None = None, folder: str | None = None,
               camera: str | None = None, near: str | None = None, format: str | None = None,
-              orientation: str | None = None, kind: str | None = None) -> "SearchFilters":
+              orientation: str | None = None, kind: str | None = None, words: str | None = None) -> "SearchFilters":
         """From the strings a user types (the CLI's and the server's parameters of the same names)."""
         return cls(after=None if after is None else parse_date(after, "--after"),
                    before=None if before is None else parse_date(before, "--before"),
@@ -72,12 +74,13 @@ class SearchFilters:
                    near=None if near is None else parse_near(near),
                    format=None if format is None else parse_format(format),
                    orientation=None if orientation is None else parse_orientation(orientation),
-                   kind=None if kind is None else parse_kind(kind))
+                   kind=None if kind is None else parse_kind(kind),
+                   words=None if words is None else parse_word_filter(words))
 
     @classmethod
     def from_params(cls, params: "Mapping[str, str]") -> "SearchFilters":
         """From query parameters named like the CLI options (after, before, in, camera, near, format, orientation,
-        kind);
+        kind, words);
         others are ignored, empty ones mean no condition."""
         given = {key: value for key, value in params.items() if key in PARAM_NAMES and value not in (None, "")}
         return cls.parse(**{PARAM_NAMES[key]: value for key, value in given.items()})
@@ -107,6 +110,12 @@ class SearchFilters:
             terms.append(ORIENTATIONS[self.orientation])
         if self.kind is not None:
             terms.append(KINDS[self.kind])
+        if self.words is not None:
+            from searchengine.query.words import parse_words
+
+            term, term_params = parse_words(self.words).condition()
+            terms.append(term)
+            params += term_params
         if self.camera is not None:
             term, term_params = _camera_condition(self.camera, catalog)
             terms.append(term)
@@ -142,6 +151,16 @@ def parse_date(text: str, option: str) -> float:
     except (ValueError, OverflowError, OSError):
         raise FilterError(f"{option}: expected a date like 2023, 2023-06, 2023-06-14 or 2023-06-14T10:30:00"
                           f"[+02:00], got {text!r}") from None
+
+
+def parse_word_filter(text: str) -> str:
+    from searchengine.query.words import parse_words
+
+    try:
+        parse_words(text)
+    except QueryError as exc:
+        raise FilterError(str(exc)) from None
+    return text
 
 
 def parse_folder(text: str) -> bytes:

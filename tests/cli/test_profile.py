@@ -7,7 +7,7 @@ import json
 from helpers.cli import cli
 
 STEPS = {"argument parsing", "library open", "index load", "text tower load (manifest check)",
-         "text encoding (with the probe)", "index search", "stat of hits", "metadata", "output"}
+         "text encoding (with the probe)", "index search", "stat of hits", "metadata", "words", "output"}
 
 
 def test_profile_reports_every_step_of_a_text_query(indexed, monkeypatch):

@@ -19,15 +19,16 @@ BASE = {"indexer", "indexer.errors", "indexer.durable", "indexer.cpu", "indexer.
 ALLOWED = {
     "indexer": set(), "indexer.errors": set(), "indexer.durable": set(), "indexer.cpu": set(), "indexer.lock": set(),
     "indexer.images": BASE,
-    "indexer.catalog": BASE | {"indexer.images", "indexer.video"},
+    "indexer.catalog": BASE | {"indexer.images", "indexer.video", "indexer.ocr"},
     "indexer.model": BASE | {"indexer.images"},
     "indexer.video": BASE | {"indexer.images"},
+    "indexer.ocr": BASE | {"indexer.images"},
     "indexer.vectors": BASE | {"indexer.catalog"},
-    "indexer.pipeline": BASE | {"indexer.images", "indexer.video", "indexer.catalog", "indexer.model"},
+    "indexer.pipeline": BASE | {"indexer.images", "indexer.video", "indexer.catalog", "indexer.model", "indexer.ocr"},
     "indexer.exchange": BASE | {"indexer.images", "indexer.catalog", "indexer.model"},
     "indexer.ray": BASE | {"indexer.images", "indexer.video", "indexer.catalog", "indexer.model", "indexer.pipeline"},
     "indexer.index_run": BASE | {"indexer.images", "indexer.video", "indexer.catalog", "indexer.model", "indexer.vectors",
-                                 "indexer.pipeline", "indexer.exchange", "indexer.ray"},
+                                 "indexer.pipeline", "indexer.exchange", "indexer.ray", "indexer.ocr"},
 }
 INDEXER = set(ALLOWED)
 ALLOWED |= {
