@@ -9,6 +9,7 @@ from typing import Iterator, Sequence
 
 from indexer.catalog.reads import rows_in
 from indexer.catalog.store import Catalog
+from indexer.catalog.texts import FRAME_MS
 
 CORE_COLUMNS = ("id", "path", "folder", "size", "mtime_ns", "content_hash", "embedding", "seq", "indexed_at")
 EXPORTED = ("path", "size", "mtime_ns", "content_hash", "embedding")
@@ -25,9 +26,16 @@ def extra_columns(catalog: Catalog) -> list[str]:
     return [n for n in column_types(catalog) if n not in CORE_COLUMNS]
 
 
-def rows_for_export(catalog: Catalog, columns: Sequence[str], chunk: int) -> Iterator[list[tuple]]:
-    """Every image row (the given columns), `chunk` rows at a time, in id order, from one snapshot."""
-    quoted = ", ".join(f'"{c}"' for c in columns)
+# The lines read in the row's picture (JSON, see indexer/ocr/lines.py), NULL where not read.
+TEXT_LINES = ("(SELECT lines FROM texts WHERE texts.content_hash = images.content_hash "
+              f"AND texts.frame_ms = {FRAME_MS} AND texts.error IS NULL)")
+
+
+def rows_for_export(catalog: Catalog, columns: Sequence[str], chunk: int,
+                    computed: Sequence[str] = ()) -> Iterator[list[tuple]]:
+    """Every image row (the given columns, then the `computed` SQL expressions), `chunk` rows at a time, in id
+    order, from one snapshot."""
+    quoted = ", ".join([f'"{c}"' for c in columns] + list(computed))
     with catalog.read() as conn:
         result = conn.exec_driver_sql(f"SELECT {quoted} FROM images ORDER BY id")
         while rows := result.fetchmany(chunk):

@@ -1,11 +1,13 @@
 """`searchengine export`: the library's images and embeddings as Parquet, written in row groups (bounded memory).
 
 One row per image: path (text; `path_bytes` holds the file system's exact bytes), size, mtime_ns, content_hash,
-any metadata columns the catalog holds, and the embedding as a list of float32. The model identity is in the
+any metadata columns the catalog holds, the embedding as a list of float32, and the text read in the picture
+(`text`, a line each, and `text_lines`, JSON lines with confidence and box; null where not read). The model identity is in the
 file's key-value metadata (keys `searchengine.*`), which `searchengine import` reads back.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from indexer.catalog.exchange import EXPORTED, column_types, extra_columns, rows_for_export
+from indexer.catalog.exchange import EXPORTED, TEXT_LINES, column_types, extra_columns, rows_for_export
 from indexer.catalog.store import Catalog
 from indexer.errors import SearchEngineError
 
@@ -55,7 +57,7 @@ def export_parquet(catalog: Catalog, folder: Path, row_group: int = ROW_GROUP) -
 
     try:
         with pq.ParquetWriter(partial, schema) as writer:
-            for chunk in rows_for_export(catalog, [*EXPORTED, *extras], row_group):
+            for chunk in rows_for_export(catalog, [*EXPORTED, *extras], row_group, [TEXT_LINES]):
                 writer.write_table(_table(pa, schema, chunk, dim, extras), row_group_size=row_group)
                 rows += len(chunk)
         os.replace(partial, target)
@@ -69,7 +71,8 @@ def _schema(pa: Any, dim: int, extras: list[str], catalog: Catalog) -> Any:
     fields = [pa.field("path", pa.string()), pa.field("path_bytes", pa.binary()), pa.field("size", pa.int64()),
               pa.field("mtime_ns", pa.int64()), pa.field("content_hash", pa.binary()),
               pa.field("embedding", pa.list_(pa.float32(), dim))]
-    return pa.schema(fields + [pa.field(name, _extra_type(pa, catalog, name)) for name in extras])
+    return pa.schema(fields + [pa.field(name, _extra_type(pa, catalog, name)) for name in extras]
+                     + [pa.field("text", pa.string()), pa.field("text_lines", pa.string())])
 
 
 def _extra_type(pa: Any, catalog: Catalog, name: str) -> Any:
@@ -96,5 +99,9 @@ def _table(pa: Any, schema: Any, rows: list[tuple], dim: int, extras: list[str])
     ]
     for n, name in enumerate(extras):
         columns.append(pa.array([r[5 + n] for r in rows], schema.field(name).type))
+    lines = [r[5 + len(extras)] for r in rows]
+    columns.append(pa.array([None if j is None else "\n".join(item["text"] for item in json.loads(j)) for j in lines],
+                            pa.string()))
+    columns.append(pa.array(lines, pa.string()))
     return pa.Table.from_arrays(columns, schema=schema)
 

@@ -159,6 +159,10 @@ def show(path_or_id, library_dir, as_json) -> None:
         text = "" if value is None else value
         if key == "path":
             write_out(b"path: " + escape_path(os.fsencode(value)) + b"\n")
+        elif key == "text_lines":
+            continue  # their text is `text`; boxes and confidences are in --json
+        elif key == "text" and value:
+            write_out(("text:\n" + "".join(f"  {line}\n" for line in value.splitlines())).encode())
         else:
             write_out(f"{key}: {text}\n".encode())
 

@@ -19,6 +19,7 @@ from searchengine.query.ranking import rank
 from searchengine.query.steps import step
 
 if TYPE_CHECKING:
+    from indexer.ocr.lines import TextLine
     from searchengine.library.host import LibraryHost as _Host
     from searchengine.query.duplicates import DuplicateGroup
     from searchengine.query.expression import Term
@@ -81,7 +82,7 @@ class LibrarySearch(_Host):
         if empty:
             raise QueryError(f"library {self.folder} has no images yet; run `searchengine index FOLDER` first")
         if given == 0:
-            return self._with_words(catalog, self._newest(catalog, filters, limit, moments), filters)
+            return self.attach_words(self._newest(catalog, filters, limit, moments), filters)
         if (text is not None or terms is not None) and not exact:
             # A cold page cache: the text tower's weights are read while faiss is imported and the index opened.
             self._query_encoder().prefetch()
@@ -94,9 +95,9 @@ class LibrarySearch(_Host):
                 self._query_encoder().image_file(image, catalog)
         hits = self.search_vector(query[0], limit, exact, filters, moments)
         if text is not None and words and not (filters and filters.words):
-            hits = self._fused_with_words(catalog, text, query[0], hits, limit, filters, moments)
+            hits = self.fuse_words(text, query[0], hits, limit, filters, moments)
         else:
-            hits = self._with_words(catalog, hits, filters)
+            hits = self.attach_words(hits, filters)
         if min_score is None and cutoff in (None, "off"):
             return hits
         from searchengine.query.cutoff import cut
@@ -187,10 +188,11 @@ class LibrarySearch(_Host):
         self._notice_missing(missing)
         return [replace(hit, score=None) for hit in _with_metadata(catalog, hits[:limit])]
 
-    def _with_words(self, catalog: Catalog, hits: list[SearchHit], filters: SearchFilters | None) -> list[SearchHit]:
-        """With `--words`: each hit with the lines of its text that hold them."""
+    def attach_words(self, hits: list[SearchHit], filters: SearchFilters | None) -> list[SearchHit]:
+        """With a words filter: each hit with the lines of its text that hold the words (`SearchHit.words`)."""
         if not filters or not filters.words or not hits:
             return hits
+        catalog = self._readable_catalog()
         from indexer.catalog.texts import lines_for
         from searchengine.query.words import parse_words
 
@@ -198,9 +200,12 @@ class LibrarySearch(_Host):
         lines = lines_for(catalog, [h.id for h in hits])
         return [replace(h, words=[line.to_json() for line in query.matching(lines.get(h.id, []))]) for h in hits]
 
-    def _fused_with_words(self, catalog: Catalog, text: str, vector: np.ndarray, hits: list[SearchHit], limit: int,
-                          filters: SearchFilters | None, moments: bool) -> list[SearchHit]:
-        """The CLIP hits fused with the pictures whose text holds the query's words (reciprocal rank fusion)."""
+    def fuse_words(self, text: str, vector: np.ndarray, hits: list[SearchHit], limit: int,
+                   filters: SearchFilters | None = None, moments: bool = False) -> list[SearchHit]:
+        """The best `limit` of the CLIP `hits` of `text` (query `vector`) fused with the pictures whose text holds
+        the query's words (reciprocal rank fusion; see searchengine.query.words); each of those carries the
+        lines that matched. Without read text in the library: `hits` unchanged."""
+        catalog = self._readable_catalog()
         from indexer.catalog.matching import embeddings_for, which_match
         from indexer.catalog.texts import lines_for
         from searchengine.query.words import fused_order, has_texts, query_words, ranked_by_words
@@ -255,7 +260,17 @@ class LibrarySearch(_Host):
         if rec is None:
             raise QueryError(f"{path_or_id} is not in library {self.folder} (neither an indexed path nor an image id)")
         segments = len(moments_of(catalog, rec.path)) if rec.kind == "video" else None
-        return ImageDetails.from_record(rec, segments)
+        details = ImageDetails.from_record(rec, segments)
+        lines = self.text_lines(rec.id)
+        if lines is not None:
+            details.text, details.text_lines = "\n".join(line.text for line in lines), [l.to_json() for l in lines]
+        return details
+
+    def text_lines(self, image_id: int) -> "list[TextLine] | None":
+        """The lines read in an image or a video moment's frame (index --ocr), in reading order; None: not read."""
+        from indexer.catalog.texts import lines_for
+
+        return lines_for(self._readable_catalog(), [image_id]).get(image_id)
 
     def moments(self, image_id: int) -> list[tuple[int, float, float, float]]:
         """(id, start_s, end_s, frame_s) of every moment of the video that `image_id` is a moment of."""

@@ -39,6 +39,8 @@ class ImageDetails:
     start_s: float | None = None
     end_s: float | None = None
     frame_s: float | None = None
+    text: str | None = None  # the text read in it (index --ocr), a line each; "" read without text; None not read
+    text_lines: list[dict] | None = None  # those lines with their confidence and box (TextLine)
 
     @classmethod
     def from_record(cls, rec: ImageRecord, segments: int | None = None) -> "ImageDetails":

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from indexer.errors import QueryError
-from indexer.ocr.words import GLUED_QUERY_MIN, is_cjk, normal
+from indexer.ocr.words import GLUED_MIN, GLUED_QUERY_MIN, is_cjk, normal
 
 if TYPE_CHECKING:
     from indexer.catalog.store import Catalog
@@ -52,7 +52,6 @@ class WordTerm:
         """Whether this term is in one line of read text (what `--json` shows as the matching lines)."""
         folded = normal(line).lower()
         tokens = _TOKEN.findall(folded)
-        joined = "".join(tokens)
         wanted = _TOKEN.findall(self.text)
         if not wanted:
             return False
@@ -61,7 +60,9 @@ class WordTerm:
         else:
             n = len(wanted)
             hit = any(tokens[i:i + n] == wanted for i in range(len(tokens) - n + 1))
-        return hit or (self.glued() is not None and "".join(wanted) in joined)
+        if hit or self.glued() is None:
+            return hit
+        return any("".join(wanted) in token for token in tokens if len(token) >= GLUED_MIN)
 
 
 @dataclass(frozen=True)
