@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -106,6 +107,21 @@ def load_rgb(data: bytes) -> Image.Image:
         with Image.open(io.BytesIO(data)) as img:
             return _upright_rgb(img)
     except Exception as exc:  # PIL raises many types for bad input; each becomes a one-line reason
+        raise _decode_error(exc) from None
+
+
+def load_reduced(data: bytes, long_side: int) -> Image.Image:
+    """Decode bytes upright in RGB, a JPEG at the smallest DCT scale whose long side keeps `long_side` (a quick
+    look: OCR's gate asks it whether a picture holds text at all); other formats in full."""
+    if not data:
+        raise ImageDecodeError("cannot decode image (empty file)")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            ratio = long_side / max(img.size)
+            if ratio < 1:
+                img.draft("RGB", (max(1, math.ceil(img.width * ratio)), max(1, math.ceil(img.height * ratio))))
+            return _upright_rgb(img)
+    except Exception as exc:
         raise _decode_error(exc) from None
 
 

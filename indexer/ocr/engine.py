@@ -1,10 +1,10 @@
 """The OCR engine: RapidOCR's PP-OCRv4 ONNX models (detection, angle classifier, recognition; Chinese and English),
 driven step by step so that a picture without text costs one small detection.
 
-Detection runs first on a reduced copy (long side GATE_SIDE); where it finds nothing the picture has no text
-and nothing more is done. Where it finds text, detection runs again larger (DETAIL_SIDE) to find the small
-lines too, and each line is cut out of the full working image, turned upright by the angle classifier (0 or
-180 degrees) and recognised. Very long pictures (receipts, scrolled screenshots) are read in overlapping tiles,
+A gate runs first: the detector on a reduced copy (long side GATE_SIDE), asking only whether any pixels look
+like text; where none do, the picture has no text and nothing more is done. Where some do, detection runs at
+up to DETAIL_SIDE to find the lines, small ones too, and each line is cut out of the full working image,
+turned upright by the angle classifier (0 or 180 degrees) and recognised. Very long pictures (receipts, scrolled screenshots) are read in overlapping tiles,
 so that their text keeps its size; huge ones are scaled down to MAX_PIXELS first, never refused.
 """
 from __future__ import annotations
@@ -23,9 +23,12 @@ if TYPE_CHECKING:
 
 PACKAGE = "rapidocr_onnxruntime"
 INSTALL_HINT = "text reading (--ocr) needs the ocr extra: pip install 'searchengine[ocr]'"
-# Measured on 640x480 renders (2 cores, 1 thread): detection of a picture without text took 27 ms at 384 px
-# against 94 ms at 640, and found every word of 16 px and more; 12 px words need the larger second pass.
-GATE_SIDE = 384
+# Measured on 640x480 renders (2 cores, 1 thread; docs/ocr.md): the detector took 18.7 ms at 320 px against
+# 94 ms at 640, and GATE_PIXELS over GATE_PROB flagged every picture with English words of 16 px or more and
+# every Chinese one, and none of the pictures without text.
+GATE_SIDE = 320
+GATE_PROB = 0.3
+GATE_PIXELS = 3
 DETAIL_SIDE = 1280
 MIN_SCORE = 0.5  # recognitions below this confidence are noise more often than text (RapidOCR's own default)
 MAX_PIXELS = 40_000_000
@@ -85,23 +88,34 @@ class OcrEngine:
                 for corners, text, score in found]
 
     def has_text(self, image: "Image.Image") -> bool:
-        """Whether the reduced-size detection finds any text (the cheap first step of `read`)."""
-        bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
-        return len(self._detect(bgr, GATE_SIDE)) > 0
+        """The gate alone: whether any pixels of `image` (reduced to GATE_SIDE) look like text. `read` passes
+        every tile through it; a caller holding a small decode of a large picture can ask it first."""
+        return self._gate(np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1]))
+
+    def _gate(self, bgr: np.ndarray) -> bool:
+        tensor = self._pre[GATE_SIDE](bgr)
+        if tensor is None:
+            return False
+        probability = self._ocr.text_det.infer(tensor)[0]
+        return int((probability > GATE_PROB).sum()) >= GATE_PIXELS
 
     def _read_tile(self, bgr: np.ndarray) -> list[tuple[np.ndarray, str, float]]:
-        boxes = self._detect(bgr, GATE_SIDE)
+        if not self._gate(bgr):
+            return []
+        boxes = self._detect(bgr, DETAIL_SIDE)
         if not len(boxes):
             return []
-        if max(bgr.shape[:2]) > GATE_SIDE * 1.25:
-            detailed = self._detect(bgr, DETAIL_SIDE)
-            boxes = detailed if len(detailed) else boxes
         boxes = self._ocr.sorted_boxes(np.asarray(boxes))
         crops = self._ocr.get_crop_img_list(bgr, boxes)
         crops, _, _ = self._ocr.text_cls(crops)
         recognised, _ = self._ocr.text_rec(crops)
         return [(np.asarray(box, np.float32), text.strip(), float(score))
                 for box, (text, score) in zip(boxes, recognised) if score >= MIN_SCORE and text.strip()]
+
+    @staticmethod
+    def is_strip(size: tuple[int, int]) -> bool:
+        """Read in tiles (a reduced copy of the whole would shrink its text away)."""
+        return max(size) > min(size) * STRIP_ASPECT
 
     def _detect(self, bgr: np.ndarray, side: int) -> np.ndarray:
         """Text boxes (n, 4, 2) in `bgr`'s pixels, found on a copy whose long side is at most `side`."""
@@ -134,7 +148,7 @@ def _tiles(width: int, height: int) -> list[tuple[Box, Box]]:
     """(crop box, owned box) pairs covering the image: one for ordinary shapes, overlapping tiles along the long
     side of a strip. A line belongs to the tile whose owned part holds its centre."""
     long, short = max(width, height), min(width, height)
-    if long <= short * STRIP_ASPECT:
+    if not OcrEngine.is_strip((width, height)):
         return [((0, 0, width, height), (0, 0, width, height))]
     length, overlap = int(short * TILE_ASPECT), short // 2
     starts = list(range(0, long - length, length - overlap)) + [long - length]
