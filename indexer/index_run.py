@@ -55,6 +55,12 @@ def run_index(catalog: "Catalog", store: "IndexStore", spec: "ModelSpec", librar
         local.commit_removals(catalog, ids, failures)
         save_now_and_then()
 
+    if texts.ocr_enabled(catalog):  # decode workers ask OCR's gate, so the words phase skips photos without text
+        from dataclasses import replace
+
+        from indexer.ocr.engine import unavailable_reason
+
+        options = replace(options, ocr_gate=unavailable_reason() is None)
     work = plan.make_plan(catalog, roots, exclude, reporter.skipped, remove)
     try:
         summary = (run or local.run_pipeline)(catalog, work, load_model, options, reporter, save_now_and_then)
@@ -72,6 +78,7 @@ def run_index(catalog: "Catalog", store: "IndexStore", spec: "ModelSpec", librar
         if summary.words_note:
             return summary
         words = read_texts(catalog, reporter, options.workers)
-        summary.words_read, summary.words_with_text = words.read, words.with_text
+        summary.words_read += words.read  # and those the decode workers' gate found without text
+        summary.words_with_text = words.with_text
         summary.words_failed, summary.words_seconds = words.failed, words.seconds
     return summary

@@ -35,6 +35,7 @@ class StoredImage:
     existing_id: int | None = None
     claim: Claim | None = None  # the entry of a moved file this path takes over
     metadata: ImageMetadata | None = None  # None: left for the next index run's header-only pass
+    no_text_by: str | None = None  # OCR's gate found no text in it: the engine's name (stored as read, no text)
 
 
 @dataclass

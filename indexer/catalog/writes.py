@@ -66,6 +66,9 @@ class CatalogWrites:
             "seq=excluded.seq, indexed_at=excluded.indexed_at",
             (reuse_id, item.path, folder_of(item.path), item.size, item.mtime_ns, item.content_hash, blob, seq, now))
         write_metadata(conn, item.path, item.metadata)
+        if item.no_text_by is not None:  # read in the same transaction as its embedding (see catalog/texts.py)
+            conn.exec_driver_sql("INSERT OR IGNORE INTO texts (content_hash, frame_ms, lines, engine, error, read_at) "
+                                 "VALUES (?, -1, '[]', ?, NULL, ?)", (item.content_hash, item.no_text_by, now))
         conn.exec_driver_sql("DELETE FROM failures WHERE path=?", (item.path,))
         moved_here = reuse_id is not None and item.claim.kind == MOVED
         return int(new) - int(moved_here)  # a moved entry left its old path: the count is unchanged

@@ -45,6 +45,7 @@ class IndexOptions:
     video_max_segments: int | None = None
     video: VideoOptions | None = None  # the sampling in effect (set by the run from the above and the library)
     ocr: bool | None = None  # read the text in pictures: True/False turns it on/off (remembered); None: as before
+    ocr_gate: bool = False  # OCR is on: decode workers ask OCR's gate whether a photo holds text (set by the run)
 
 
 @dataclass
@@ -64,7 +65,7 @@ class IndexSummary:
     embed_seconds: float = 0.0  # phase timing: reading, decoding, encoding and storing the files to do
     device: str | None = None  # what encoded this run's images (None: no image needed the model)
     compute_precision: str | None = None  # "fp32", "int8", or a checked GPU precision such as "fp16"
-    words_read: int = 0  # the words phase (OCR on): pictures read this run, those with text, engine failures
+    words_read: int = 0  # OCR on: pictures read this run (by the gate or the words phase), with text, failures
     words_with_text: int = 0
     words_failed: int = 0
     words_seconds: float = 0.0
@@ -144,7 +145,7 @@ def _prepared(tasks: Iterable[Task], catalog: Catalog, cfg: PreprocessConfig, op
     """Prepared files in task order; at most a few batches in flight, so memory stays bounded."""
     workers = default_workers() if options.workers is None else options.workers
     if workers == 0:
-        preparer = Preparer(str(catalog.path), cfg, options.video or VideoOptions())
+        preparer = Preparer(str(catalog.path), cfg, options.video or VideoOptions(), options.ocr_gate)
         yield from map(preparer, tasks)
         return
     # forkserver: workers start from a clean process, never a fork of one running torch threads.
@@ -152,7 +153,8 @@ def _prepared(tasks: Iterable[Task], catalog: Catalog, cfg: PreprocessConfig, op
     context.set_forkserver_preload(["indexer.pipeline.prepare"])
     limit = 2 * options.batch_size + 2 * workers
     with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker,
-                             initargs=(str(catalog.path), cfg, options.video or VideoOptions())) as pool:
+                             initargs=(str(catalog.path), cfg, options.video or VideoOptions(),
+                                       options.ocr_gate)) as pool:
         inflight: deque[Future] = deque()
         for task in tasks:
             inflight.append(pool.submit(prepare_in_worker, task))
@@ -176,8 +178,9 @@ class BatchWriter:
         task = prepared.task
         self.batch.stored.append(StoredImage(task.path, prepared.size, prepared.mtime_ns, prepared.content_hash,
                                              np.asarray(embedding, dtype=np.float32), task.existing_id,
-                                             prepared.claim, prepared.metadata))
+                                             prepared.claim, prepared.metadata, prepared.no_text_by))
         self.summary.moved += prepared.claim is not None
+        self.summary.words_read += prepared.no_text_by is not None  # read by OCR's gate: no text
         if task.existing_id is None:
             self.summary.added += 1
         else:

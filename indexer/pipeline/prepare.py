@@ -38,13 +38,17 @@ class Prepared:
     vanished: bool = False  # deleted since the scan: an error to report, not a failure to record
     claim: Claim | None = None  # a moved file's old entry, which this new path takes over
     video: VideoSamples | None = None  # a video's samples (to encode) or reused segments, instead of pixels
+    no_text_by: str | None = None  # OCR's gate saw no text in the decoded photo: the engine's name
 
 
 class Preparer:
     """Holds what a worker reuses across files: the preprocessing config and a read-only catalog connection."""
 
-    def __init__(self, catalog_path: str, cfg: PreprocessConfig, video: VideoOptions = VideoOptions()):
+    def __init__(self, catalog_path: str, cfg: PreprocessConfig, video: VideoOptions = VideoOptions(),
+                 ocr_gate: bool = False):
         self.cfg = cfg
+        self.ocr_gate = ocr_gate
+        self._ocr = None  # the OCR engine, loaded at the first photo that needs its gate
         self.video_options = video
         self.catalog_path = catalog_path
         self._catalog: Catalog | None = None
@@ -73,7 +77,7 @@ class Preparer:
             result.metadata = header_metadata(data)  # a copy's embedding is shared, its metadata is its own
         else:
             try:
-                on_decoded = self._thumbnail(result.content_hash) if self.thumbnails else None
+                on_decoded = self._on_decoded(result)
                 result.pixels, result.metadata = decode_for_index(data, self.cfg, on_decoded=on_decoded)
             except ImageDecodeError as exc:
                 result.error = str(exc)
@@ -86,6 +90,34 @@ class Preparer:
         return Prepared(task, outcome.size, outcome.mtime_ns, outcome.content_hash, error=outcome.error,
                         vanished=outcome.vanished, video=outcome.samples,
                         metadata=outcome.samples.metadata if outcome.samples else None)
+
+    def _on_decoded(self, result: Prepared) -> Callable[[ModelImage], None] | None:
+        """What is done with the decoded image besides the model's input: the thumbnail, OCR's gate."""
+        thumbnail = self._thumbnail(result.content_hash) if self.thumbnails else None
+        if not self.ocr_gate:
+            return thumbnail
+
+        def both(decoded: ModelImage) -> None:
+            if thumbnail is not None:
+                thumbnail(decoded)
+            result.no_text_by = self._no_text(decoded)
+
+        return both
+
+    def _no_text(self, decoded: ModelImage) -> str | None:
+        """The engine's name when OCR's gate sees no text in the decoded (reduced) image: the words phase then has
+        nothing to read in it. A strip, or a gate that fails, leaves the photo to the words phase."""
+        try:
+            from indexer.ocr.engine import OcrEngine, engine_name
+
+            if OcrEngine.is_strip(decoded.full_size):
+                return None
+            if self._ocr is None:
+                self._ocr = (OcrEngine(threads=1), engine_name())
+            engine, name = self._ocr
+            return None if engine.has_text(decoded.image) else name
+        except Exception:  # noqa: BLE001 - the gate is a shortcut; the words phase reads what it could not judge
+            return None
 
     def _thumbnail(self, content_hash: bytes) -> Callable[[ModelImage], None]:
         def store(decoded: ModelImage) -> None:
@@ -105,10 +137,11 @@ class Preparer:
 _worker: Preparer | None = None
 
 
-def init_worker(catalog_path: str, cfg: PreprocessConfig, video: VideoOptions = VideoOptions()) -> None:
+def init_worker(catalog_path: str, cfg: PreprocessConfig, video: VideoOptions = VideoOptions(),
+                ocr_gate: bool = False) -> None:
     global _worker
     lowest_priority()
-    _worker = Preparer(catalog_path, cfg, video)
+    _worker = Preparer(catalog_path, cfg, video, ocr_gate)
 
 
 def lowest_priority() -> None:

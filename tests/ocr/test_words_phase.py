@@ -75,3 +75,23 @@ def test_video_moments_are_read_frame_by_frame(tmp_path, tiny_model_name):
     assert welcome and goodbye and {h["kind"] for h in welcome + goodbye} == {"video"}
     assert max(h["start_s"] for h in welcome) < 2.0 <= min(h["start_s"] for h in goodbye)
     assert goodbye[0]["words"][0]["text"] == "GOODBYE"
+
+
+def test_photos_without_text_are_settled_by_the_decode_workers_gate(tmp_path, tiny_model_name, monkeypatch):
+    """The decode already made a reduced image: OCR's gate looks at it there, and the words phase reads only the
+    photos where it saw text."""
+    from helpers.texts import background
+    from indexer.pipeline import ocr
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    text_picture(["Harbour master"], seed=1).save(folder / "sign.jpg")
+    for n in range(3):
+        background((640, 480), seed=10 + n).save(folder / f"plain{n}.jpg")
+    read_later = []
+    real = ocr.Reader.read
+    monkeypatch.setattr(ocr.Reader, "read", lambda self, group: read_later.extend(group) or real(self, group))
+    summary = index_json(folder, "--model", tiny_model_name, "--ocr", "--workers", "0")
+    assert [Path(t.path.decode()).name for t in read_later] == ["sign.jpg"]
+    assert (summary["words_read"], summary["words_with_text"]) == (4, 1)
+    assert [Path(h["path"]).name for h in json.loads(run("search", "--words", "harbour", "--json").stdout)] == ["sign.jpg"]
