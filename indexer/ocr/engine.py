@@ -56,16 +56,28 @@ def engine_name() -> str:
 
 
 class OcrEngine:
-    """One engine per process (loading its three models takes ~0.3 s); `read` is not thread-safe."""
+    """One engine per process (importing and loading its three models takes ~0.3 s; `gate_only`, for `has_text`
+    alone, loads the detector only); not thread-safe."""
 
-    def __init__(self, threads: int = 1):
+    def __init__(self, threads: int = 1, gate_only: bool = False):
         check_available()
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
-        from rapidocr_onnxruntime import RapidOCR
         from rapidocr_onnxruntime.ch_ppocr_det.utils import DetPreProcess
 
-        self._ocr = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1)
-        det = self._ocr.text_det
+        if gate_only:
+            from rapidocr_onnxruntime.ch_ppocr_det import TextDetector
+            from rapidocr_onnxruntime.main import DEFAULT_CFG_PATH
+            from rapidocr_onnxruntime.utils import read_yaml, update_model_path
+
+            config = update_model_path(read_yaml(DEFAULT_CFG_PATH))["Det"]
+            config.update(intra_op_num_threads=threads, inter_op_num_threads=1)
+            self._ocr, self._det = None, TextDetector(config)
+        else:
+            from rapidocr_onnxruntime import RapidOCR
+
+            self._ocr = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1)
+            self._det = self._ocr.text_det
+        det = self._det
         self._pre = {side: DetPreProcess(side, "max", det.mean, det.std) for side in (GATE_SIDE, DETAIL_SIDE)}
 
     def read(self, image: "Image.Image") -> list[TextLine]:
@@ -75,8 +87,9 @@ class OcrEngine:
         if min(width, height) < MIN_SIDE:
             return []
         found: list[tuple[np.ndarray, str, float]] = []
+        rgb = np.asarray(image)
         for box, own in _tiles(width, height):
-            bgr = np.ascontiguousarray(np.asarray(image.crop(box))[:, :, ::-1])
+            bgr = np.ascontiguousarray(rgb[box[1]:box[3], box[0]:box[2], ::-1])
             for corners, text, score in self._read_tile(bgr):
                 corners = corners + np.array([box[0], box[1]], np.float32)
                 cx, cy = corners.mean(axis=0)
@@ -96,10 +109,11 @@ class OcrEngine:
         tensor = self._pre[GATE_SIDE](bgr)
         if tensor is None:
             return False
-        probability = self._ocr.text_det.infer(tensor)[0]
+        probability = self._det.infer(tensor)[0]
         return int((probability > GATE_PROB).sum()) >= GATE_PIXELS
 
     def _read_tile(self, bgr: np.ndarray) -> list[tuple[np.ndarray, str, float]]:
+        assert self._ocr is not None, "a gate-only engine reads no lines"
         if not self._gate(bgr):
             return []
         boxes = self._detect(bgr, DETAIL_SIDE)
@@ -119,7 +133,7 @@ class OcrEngine:
 
     def _detect(self, bgr: np.ndarray, side: int) -> np.ndarray:
         """Text boxes (n, 4, 2) in `bgr`'s pixels, found on a copy whose long side is at most `side`."""
-        det = self._ocr.text_det
+        det = self._det
         height, width = bgr.shape[:2]
         tensor = self._pre[side](bgr)
         if tensor is None:

@@ -20,12 +20,14 @@ from typing import Iterator
 from indexer.catalog.store import Catalog
 from indexer.catalog.texts import ReadResult, ReadTask, pending, pending_count, remove_orphans, store_texts
 from indexer.cpu import usable_cores
-from indexer.images.decode import ImageDecodeError, load_reduced, load_rgb
+from indexer.images.decode import ImageDecodeError, load_reduced
 from indexer.images.files import read_file
-from indexer.ocr.engine import GATE_SIDE
+from indexer.ocr.engine import DETAIL_SIDE, GATE_SIDE
 
 BATCH = 16  # pictures per committed transaction
 VIDEO_FRAME_SIDE = 1920  # a video frame is read at up to this long side (the engine scales it further)
+READ_SIDE = DETAIL_SIDE * 3 // 2  # a photo with text is decoded keeping this long side (JPEG DCT scaling), or whole
+SMALL_RUN = 16  # fewer pictures to read than this: in this process, its threads spread over the cores
 
 
 @dataclass
@@ -72,7 +74,11 @@ def read_texts(catalog: Catalog, reporter: object, workers: int | None = None) -
 
 
 def _workers(asked: int | None, total: int) -> int:
-    return max(0, min(usable_cores() if asked is None else asked, total))
+    """OCR worker processes: none for a few pictures (starting processes and engines would cost more than
+    they give), else one per core."""
+    if asked is None:
+        return 0 if total < SMALL_RUN else min(usable_cores(), total)
+    return max(0, min(asked, total))
 
 
 def _groups(catalog: Catalog) -> Iterator[list[ReadTask]]:
@@ -95,7 +101,7 @@ def _groups(catalog: Catalog) -> Iterator[list[ReadTask]]:
 def _outcomes(catalog: Catalog, workers: int) -> Iterator[ReadResult | ReadTask]:
     """A ReadResult per picture read, the task itself for one skipped; a few groups in flight."""
     if workers <= 1:
-        reader = Reader()
+        reader = Reader(threads=usable_cores() if workers == 0 else 1)
         for group in _groups(catalog):
             yield from reader.read(group)
         return
@@ -113,10 +119,10 @@ def _outcomes(catalog: Catalog, workers: int) -> Iterator[ReadResult | ReadTask]
 class Reader:
     """Worker side: the engine (one thread: the workers are the parallelism) and the reading of files."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 1) -> None:
         from indexer.ocr.engine import OcrEngine
 
-        self.engine = OcrEngine(threads=1)
+        self.engine = OcrEngine(threads=threads)
 
     def read(self, group: list[ReadTask]) -> list[ReadResult | ReadTask]:
         if group[0].frame_s is not None:
@@ -134,7 +140,8 @@ class Reader:
             # A quick look first: most photos hold no text, and a reduced JPEG decodes several times faster.
             if not self._strip(data) and not self.engine.has_text(load_reduced(data, GATE_SIDE)):
                 return ReadResult(task.content_hash, task.frame_ms, [], "")
-            image = load_rgb(data)
+            # Lines are cut from this: a JPEG at a reduced DCT scale, still larger than what detection looks at.
+            image = load_reduced(data, READ_SIDE)
         except ImageDecodeError as exc:
             return ReadResult(task.content_hash, task.frame_ms, [], "", str(exc))
         except Exception as exc:  # noqa: BLE001 - as in _lines: this picture's failure, not the run's

@@ -113,7 +113,7 @@ class Preparer:
             if OcrEngine.is_strip(decoded.full_size):
                 return None
             if self._ocr is None:
-                self._ocr = (OcrEngine(threads=1), engine_name())
+                self._ocr = (OcrEngine(threads=1, gate_only=True), engine_name())
             engine, name = self._ocr
             return None if engine.has_text(decoded.image) else name
         except Exception:  # noqa: BLE001 - the gate is a shortcut; the words phase reads what it could not judge

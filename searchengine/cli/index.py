@@ -20,7 +20,7 @@ from searchengine.library.api import Library
 @click.option("--model", default=None, help="open_clip model name, hf-hub:ORG/REPO or local-dir:PATH (first run only).")
 @click.option("--pretrained", default=None, help="Pretrained tag or checkpoint file (first run only).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
-@click.option("--workers", default=None, type=click.IntRange(0, 64), help="Decode processes (default: CPU count).")
+@click.option("--workers", default=None, type=click.IntRange(0, 64), help="Decode and OCR processes (default: CPU count).")
 @click.option("--exclude", multiple=True, help="Glob of file or folder names/paths to leave out (repeatable).")
 @click.option("--int8", is_flag=True, default=None,
               help="Opt-in faster CPU image encoder (dynamic int8, checked on your first photos); first run only.")
