@@ -29,7 +29,9 @@ INSTALL_HINT = "text reading (--ocr) needs the ocr extra: pip install 'searcheng
 GATE_SIDE = 320
 GATE_PROB = 0.3
 GATE_PIXELS = 3
-DETAIL_SIDE = 1280
+# Where the gate opened: the lines are found at up to this long side (4000x3000 photo: 0.27 s against 0.48 s at
+# 1280 and 0.68 s upscaled, 1 thread), so lines of 1/120 of the long side and up (33 px in a 4000 px photo).
+DETAIL_SIDE = 960
 MIN_SCORE = 0.5  # recognitions below this confidence are noise more often than text (RapidOCR's own default)
 MAX_PIXELS = 40_000_000
 STRIP_ASPECT = 3.0  # a picture longer than this (to its width) is read in tiles of TILE_ASPECT

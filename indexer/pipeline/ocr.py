@@ -27,7 +27,10 @@ from indexer.ocr.engine import DETAIL_SIDE, GATE_SIDE
 BATCH = 16  # pictures per committed transaction
 VIDEO_FRAME_SIDE = 1920  # a video frame is read at up to this long side (the engine scales it further)
 READ_SIDE = DETAIL_SIDE * 3 // 2  # a photo with text is decoded keeping this long side (JPEG DCT scaling), or whole
-SMALL_RUN = 16  # fewer pictures to read than this: in this process, its threads spread over the cores
+# Fewer pictures to read than this: in this process, its threads over the cores. One worker per core is faster
+# from 3 pictures on (4000x3000 photos: 1.44 s against 1.50 s; 10: 2.77 s against 4.37 s): starting a worker
+# costs little next to reading, and most of a reading is single-threaded (decode, crops, recognition).
+SMALL_RUN = 2
 
 
 @dataclass
@@ -74,8 +77,7 @@ def read_texts(catalog: Catalog, reporter: object, workers: int | None = None) -
 
 
 def _workers(asked: int | None, total: int) -> int:
-    """OCR worker processes: none for a few pictures (starting processes and engines would cost more than
-    they give), else one per core."""
+    """OCR worker processes: none for a single picture, else one per core."""
     if asked is None:
         return 0 if total < SMALL_RUN else min(usable_cores(), total)
     return max(0, min(asked, total))
