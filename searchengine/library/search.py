@@ -21,6 +21,7 @@ from searchengine.query.steps import step
 if TYPE_CHECKING:
     from indexer.ocr.lines import TextLine
     from searchengine.library.host import LibraryHost as _Host
+    from searchengine.query.words import WordQuery
     from searchengine.query.duplicates import DuplicateGroup
     from searchengine.query.expression import Term
 else:
@@ -93,11 +94,10 @@ class LibrarySearch(_Host):
         else:
             query = self._query_encoder().texts([text]) if text is not None else \
                 self._query_encoder().image_file(image, catalog)
-        hits = self.search_vector(query[0], limit, exact, filters, moments)
-        if text is not None and words and not (filters and filters.words):
-            hits = self.fuse_words(text, query[0], hits, limit, filters, moments)
+        if text is not None:
+            hits = self.search_text_vector(text, query[0], limit, exact, filters, moments, words)
         else:
-            hits = self.attach_words(hits, filters)
+            hits = self.attach_words(self.search_vector(query[0], limit, exact, filters, moments), filters)
         if min_score is None and cutoff in (None, "off"):
             return hits
         from searchengine.query.cutoff import cut
@@ -200,34 +200,38 @@ class LibrarySearch(_Host):
         lines = lines_for(catalog, [h.id for h in hits])
         return [replace(h, words=[line.to_json() for line in query.matching(lines.get(h.id, []))]) for h in hits]
 
+    def search_text_vector(self, text: str, vector: np.ndarray, limit: int = 20, exact: bool = False,
+                           filters: SearchFilters | None = None, moments: bool = False,
+                           words: bool = True) -> list[SearchHit]:
+        """The answer to the text query `text` whose query vector is `vector` (`search(text=...)` less the
+        encoding and the cutoff): CLIP's best, fused with the pictures whose text holds the query's words unless
+        `words` is False or `filters` name the words (then CLIP's order among those, each hit with its lines)."""
+        from searchengine.query.words import FUSION_DEPTH, has_texts, query_words
+
+        if words and not (filters and filters.words):
+            with step("words"):
+                fusing = query_words(text) is not None and has_texts(self._readable_catalog())
+            if fusing:  # CLIP's first FUSION_DEPTH, whatever the limit: the order is then the same for any limit
+                hits = self.search_vector(vector, max(limit, FUSION_DEPTH), exact, filters, moments)
+                return self.fuse_words(text, vector, hits, limit, filters, moments)
+        return self.attach_words(self.search_vector(vector, limit, exact, filters, moments), filters)
+
     def fuse_words(self, text: str, vector: np.ndarray, hits: list[SearchHit], limit: int,
                    filters: SearchFilters | None = None, moments: bool = False) -> list[SearchHit]:
-        """The best `limit` of the CLIP `hits` of `text` (query `vector`) fused with the pictures whose text holds
-        the query's words (reciprocal rank fusion; see searchengine.query.words); each of those carries the
-        lines that matched. Without read text in the library: `hits` unchanged."""
-        catalog = self._readable_catalog()
-        from indexer.catalog.matching import embeddings_for, which_match
-        from indexer.catalog.texts import lines_for
-        from searchengine.query.words import fused_order, has_texts, query_words, ranked_by_words
+        """The best `limit` of the CLIP `hits` of `text` (query `vector`; give at least CLIP's first FUSION_DEPTH)
+        fused with the pictures whose text holds the query's words (reciprocal rank fusion; see
+        searchengine.query.words); each of those carries the lines that matched. Without read text in the
+        library: `hits` unchanged."""
+        from searchengine.query.words import fused_order, has_texts, query_words
 
+        catalog = self._readable_catalog()
         with step("words"):
             query = query_words(text)
             if query is None or not has_texts(catalog):
-                return hits
-            word_ids = ranked_by_words(catalog, query)
-            if filters and word_ids:
-                where, params = filters.sql(catalog)
-                passing = set(which_match(catalog, np.array(word_ids, np.int64), where, params).tolist())
-                word_ids = [i for i in word_ids if i in passing]
+                return hits[:limit]
+            word_ids, pool = _word_matches(catalog, query, vector, hits, filters)
             if not word_ids:
-                return hits
-            known = {h.id for h in hits}
-            extra = np.array([i for i in word_ids if i not in known], np.int64)
-            found, vectors = embeddings_for(catalog, extra, len(vector))
-            scores = (vectors @ np.asarray(vector, np.float32)).astype(np.float32)
-            more, _ = _existing_hits(catalog, scores[None, :], found[None, :], moments=True)
-            pool = {h.id: h for h in hits} | {h.id: h for h in _with_metadata(catalog, more)}
-            word_ids = [i for i in word_ids if i in pool]  # vanished files are no answer
+                return hits[:limit]
             order = fused_order([h.id for h in hits], {i: h.score for i, h in pool.items()}, word_ids)
             chosen, videos = [], set()
             for image_id in order:
@@ -239,9 +243,7 @@ class LibrarySearch(_Host):
                 chosen.append(hit)
                 if len(chosen) == limit:
                     break
-            lines = lines_for(catalog, [h.id for h in chosen if h.id in set(word_ids)])
-            return [replace(h, words=[line.to_json() for line in query.matching(lines[h.id])]) if h.id in lines
-                    else h for h in chosen]
+            return _with_lines(catalog, query, chosen, set(word_ids))
 
     def _notice_missing(self, missing: int) -> None:
         if missing:
@@ -295,6 +297,36 @@ class LibrarySearch(_Host):
             changes = catalog.changes(int(catalog.meta()["dim"]))
             index = VectorIndex.build(int(catalog.meta()["dim"]), changes.ids, changes.vectors, seq=changes.seq)
         return find_duplicates(catalog, index, DEFAULT_THRESHOLD if threshold is None else threshold)
+
+
+def _word_matches(catalog: Catalog, query: "WordQuery", vector: np.ndarray, hits: list[SearchHit],
+                  filters: SearchFilters | None) -> tuple[list[int], dict[int, SearchHit]]:
+    """The words ranking (ids passing `filters`, whose files exist) and every hit by id: `hits` and the
+    words' matches outside them, scored exactly by CLIP."""
+    from indexer.catalog.matching import embeddings_for, which_match
+    from searchengine.query.words import ranked_by_words
+
+    word_ids = ranked_by_words(catalog, query)
+    if filters and word_ids:
+        where, params = filters.sql(catalog)
+        passing = set(which_match(catalog, np.array(word_ids, np.int64), where, params).tolist())
+        word_ids = [i for i in word_ids if i in passing]
+    known = {h.id for h in hits}
+    extra = np.array([i for i in word_ids if i not in known], np.int64)
+    found, vectors = embeddings_for(catalog, extra, len(vector))
+    scores = (vectors @ np.asarray(vector, np.float32)).astype(np.float32)
+    more, _ = _existing_hits(catalog, scores[None, :], found[None, :], moments=True)
+    pool = {h.id: h for h in hits} | {h.id: h for h in _with_metadata(catalog, more)}
+    return [i for i in word_ids if i in pool], pool  # a vanished file is no answer
+
+
+def _with_lines(catalog: Catalog, query: "WordQuery", hits: list[SearchHit], matched: set[int]) -> list[SearchHit]:
+    """Each hit whose text matched, with the lines that hold the query's words."""
+    from indexer.catalog.texts import lines_for
+
+    lines = lines_for(catalog, [h.id for h in hits if h.id in matched])
+    return [replace(h, words=[line.to_json() for line in query.matching(lines[h.id])]) if h.id in lines else h
+            for h in hits]
 
 
 def _with_metadata(catalog: Catalog, hits: list[SearchHit]) -> list[SearchHit]:

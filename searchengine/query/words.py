@@ -132,17 +132,18 @@ def ranked_by_words(catalog: "Catalog", query: WordQuery, depth: int = FUSION_DE
     return list(dict.fromkeys(int(r[0]) for r in rows))
 
 
-def fused_order(clip_ids: list[int], clip_scores: dict[int, float], word_ids: list[int]) -> list[int]:
-    """Reciprocal rank fusion of the CLIP ranking and the words ranking: sum of 1 / (RRF_K + rank) over the
-    lists an image is in. A word-matched image outside the fetched CLIP list ranks there by its own score."""
-    by_score = sorted(set(clip_ids) | set(word_ids), key=lambda i: (-clip_scores[i], i))
-    clip_rank = {image_id: n for n, image_id in enumerate(by_score, 1)}
+def fused_order(clip_ids: list[int], clip_scores: dict[int, float], word_ids: list[int],
+                depth: int = FUSION_DEPTH) -> list[int]:
+    """Reciprocal rank fusion of CLIP's ranking (`clip_ids`, best first: at least its first `depth`) and the words
+    ranking: an image scores 1 / (RRF_K + rank) on each list it is in, counting CLIP's first `depth` only. Those
+    that score come first, best first (ties: CLIP's score); the rest follow in CLIP's order. So the order does
+    not depend on how far down CLIP's list was fetched: a page is the start of every longer answer."""
+    clip_rank = {image_id: n for n, image_id in enumerate(clip_ids[:depth], 1)}
     word_rank = {image_id: n for n, image_id in enumerate(word_ids, 1)}
 
-    def fused(image_id: int) -> tuple[float, float]:
-        value = 1 / (RRF_K + clip_rank[image_id])
-        if image_id in word_rank:
-            value += 1 / (RRF_K + word_rank[image_id])
-        return (-value, -clip_scores[image_id])
+    def fused(image_id: int) -> float:
+        value = 1 / (RRF_K + clip_rank[image_id]) if image_id in clip_rank else 0.0
+        return value + (1 / (RRF_K + word_rank[image_id]) if image_id in word_rank else 0.0)
 
-    return sorted(by_score, key=fused)
+    scored = sorted(set(clip_rank) | set(word_rank), key=lambda i: (-fused(i), -clip_scores[i], i))
+    return scored + [i for i in clip_ids if i not in clip_rank and i not in word_rank]

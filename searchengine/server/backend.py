@@ -1,5 +1,6 @@
 """What the routes share: the library, the locks its shared read connection and encoders need under
-concurrent requests, the `--watch` state, the recent text vectors, and how a hit or a record becomes JSON."""
+concurrent requests, the `--watch` state, the recent text vectors, the searches (each answered like the CLI's
+`search --json --limit LIMIT+OFFSET`, less its first OFFSET hits), and how a hit or a record becomes JSON."""
 from __future__ import annotations
 
 import threading
@@ -84,10 +85,29 @@ class Backend:
 
     def search_vector(self, vector, limit: int, offset: int, filters: SearchFilters | None = None,
                       moments: bool = False) -> dict:
+        """By an image's vector (an upload, "more like this"): CLIP order; with a words filter, each hit carries
+        the lines that hold them."""
         with self.read_lock:
-            found = self.library.search_vector(vector, limit + offset, filters=filters or None,
-                                               moments=moments)[offset:]
+            found = self.library.search_vector(vector, limit + offset, filters=filters or None, moments=moments)
+            found = self.library.attach_words(found[offset:], filters)
         return self.hits(found)
+
+    def search_text(self, text: str, limit: int, offset: int, filters: SearchFilters | None = None,
+                    moments: bool = False, words: bool = True) -> dict:
+        """`Library.search(text=...)`'s order: CLIP, fused with the pictures whose text holds the query's words
+        unless `words` is False or a words filter already says which words (then CLIP order among those); a
+        page is the CLI's `--limit LIMIT+OFFSET` less its first OFFSET hits."""
+        vector = self.text_vector(text)
+        with self.read_lock:
+            found = self.library.search_text_vector(text, vector, limit + offset, filters=filters or None,
+                                                    moments=moments, words=words)
+        return self.hits(found[offset:])
+
+    def listing(self, filters: SearchFilters, limit: int, offset: int, moments: bool = False) -> dict:
+        """Filters alone (words among them or not): the newest matching images, score null, as the CLI's."""
+        with self.read_lock:
+            found = self.library.search(filters=filters, limit=limit + offset, moments=moments)
+        return self.hits(found[offset:])
 
 
 def _version(row: ImageRecord, frame_s: float | None = None) -> str:
@@ -121,7 +141,12 @@ def displayed_size(row: ImageRecord, dims: media.Dimensions) -> tuple[int, int]:
 
 
 def hit_json(hit: SearchHit, row: ImageRecord, dims: media.Dimensions) -> dict:
+    """A hit as the API sends it; `words` only when the query used words (as `search --json` has it)."""
     width, height = dims.get(row.path, row.content_hash, (hit.width, hit.height))
-    return {"id": hit.id, "path": hit.path, "score": round(hit.score, 6), "width": width, "height": height,
-            **urls(row), "kind": row.kind, "start_s": row.start_s, "end_s": row.end_s, "frame_s": row.frame_s,
-            "duration_s": row.duration_s, "codec": row.codec, "mime": video_mime(row)}  # all None for a photo
+    score = None if hit.score is None else round(hit.score, 6)  # None: filters alone, newest first
+    found = {"id": hit.id, "path": hit.path, "score": score, "width": width, "height": height,
+             **urls(row), "kind": row.kind, "start_s": row.start_s, "end_s": row.end_s, "frame_s": row.frame_s,
+             "duration_s": row.duration_s, "codec": row.codec, "mime": video_mime(row)}  # all None for a photo
+    if hit.words is not None:
+        found["words"] = hit.words
+    return found

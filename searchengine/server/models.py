@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal, Optional, get_args, get_type_hints
+from typing import Annotated, Any, Literal, Optional, get_args, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -15,12 +15,25 @@ class ErrorBody(BaseModel):
     error: str
 
 
+Point = Annotated[list[float], Field(min_length=2, max_length=2)]
+
+
+class TextLine(BaseModel):
+    """A line of text read in the picture (index --ocr): its text, the reader's confidence, and its box."""
+
+    text: str
+    score: float = Field(description="the reader's confidence, 0 to 1")
+    box: list[Point] = Field(min_length=4, max_length=4,
+                             description="four corners [x, y], clockwise from top left, as fractions (0 to 1) of "
+                                         "the upright picture's width and height (a video moment: of its frame)")
+
+
 class Hit(BaseModel):
     """A photo, or a video at one moment (its frame's thumbnail and preview; `file` is the whole video)."""
 
     id: int
     path: str
-    score: float
+    score: Optional[float] = Field(description="cosine similarity; null when filters alone list the newest")
     width: int
     height: int
     thumbnail: str
@@ -33,6 +46,9 @@ class Hit(BaseModel):
     duration_s: Optional[float] = Field(description="the whole video's length")
     codec: Optional[str] = Field(description="the video's codec as FFmpeg names it (h264, hevc, vp9, av1...)")
     mime: Optional[str] = Field(description="the Content-Type of the video's `file`")
+    words: Optional[list[TextLine]] = Field(
+        None, description="only when the query used words (a `words` filter, or a text query's words fused with "
+                          "CLIP): the lines of the picture's text that hold them")
 
 
 class Moment(BaseModel):
@@ -74,8 +90,9 @@ Status = _model_of(LibraryStatus, "Status")
 Indexing = _model_of(WatchState, "Indexing", defaults=False)
 ImageRecord = _model_of(
     ImageDetails, "ImageRecord",
-    "What `searchengine show --json` says about the image, plus its URLs; metadata fields null when unknown.",
-    override={"width": int, "height": int},
+    "What `searchengine show --json` says about the image, plus its URLs; metadata fields null when unknown, "
+    "`text` and `text_lines` null when its text was not read (index --ocr), `text` empty when it has none.",
+    override={"width": int, "height": int, "text_lines": Optional[list[TextLine]]},
     extra={"thumbnail": str, "preview": str, "file": str, "mime": Optional[str], "moments": list[Moment]})
 
 

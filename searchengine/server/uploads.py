@@ -15,7 +15,7 @@ from starlette.requests import Request
 
 # each filter field and its longest value (as the query parameters of the same names; `in` within a part's 1 KiB)
 FILTER_LIMITS = {"after": 64, "before": 64, "in": 1000, "camera": 200, "near": 100, "format": 16, "orientation": 16,
-                 "kind": 16}
+                 "kind": 16, "words": 1000}
 FILTER_FIELDS = tuple(FILTER_LIMITS)
 MAX_LIMIT = 1000
 MAX_OFFSET = 100_000

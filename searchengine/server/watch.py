@@ -96,6 +96,10 @@ class _StateReporter:
     def start(self, total: int) -> None:
         self.state.total = total
 
+    def start_phase(self, label: str, total: int) -> None:
+        """The words phase after the embeddings: its own count (the status line shows done of total again)."""
+        self.state.done, self.state.total = 0, total
+
     def skipped(self, path: bytes, reason: str) -> None: ...
 
     def advance(self, n: int) -> None:

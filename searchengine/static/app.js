@@ -5,19 +5,24 @@
   const $ = (id) => document.getElementById(id);
   const grid = $("grid"), message = $("message"), viewer = $("viewer");
   const uploads = new Map();  // search-by-image files of this tab, by history key
-  let state = null;           // {query, hits, offset, done, loading, token}
+  let state = null;           // {query, hits, ids (of the hits), offset, done, loading}
   let current = -1;           // index of the hit shown large, -1 when the viewer is closed
   let shown = null;           // the video in the large view: {hit, moments, moment (id), seek (seconds)}
+  let textFor = null;         // the id whose text the large view shows (a video's moment changes it)
   // A browser's name for each codec (RFC 6381), to ask it whether it can play a video; FFmpeg's name otherwise.
   const CODECS = { h264: "avc1.42E01E", hevc: "hvc1.1.6.L93.B0", av1: "av01.0.05M.08", vp9: "vp09.00.10.08",
                    vp8: "vp8", mpeg4: "mp4v.20.8", theora: "theora" };
   const PASSED = ["kind", "moments"];  // page parameters handed on to the API as they are
+  const SVG = $("boxes").namespaceURI;  // for the boxes' polygons
+  const PLACEHOLDERS = { text: "Describe a photo or a moment, or drop / paste an image",
+                         words: "Words written in the pictures: all of them, \"a phrase\", prefix*" };
 
   function queryFromURL() {
     const p = new URLSearchParams(location.search);
     const passed = PASSED.filter((k) => p.get(k)).map((k) => "&" + k + "=" + encodeURIComponent(p.get(k))).join("");
     let query = null;
     if (p.get("q")) query = { kind: "text", q: p.get("q") };
+    else if (p.get("words")) query = { kind: "words", q: p.get("words") };
     else if (/^\d+$/.test(p.get("similar") || "")) query = { kind: "similar", id: Number(p.get("similar")) };
     else if (p.get("image")) query = { kind: "image", key: p.get("image"), name: p.get("name") || "image" };
     if (query && passed) query.passed = passed;
@@ -28,12 +33,14 @@
     if (!query) return "/";
     const passed = query.passed || "";
     if (query.kind === "text") return "/?q=" + encodeURIComponent(query.q) + passed;
+    if (query.kind === "words") return "/?words=" + encodeURIComponent(query.q) + passed;
     if (query.kind === "similar") return "/?similar=" + query.id + passed;
     return "/?image=" + encodeURIComponent(query.key) + "&name=" + encodeURIComponent(query.name) + passed;
   }
 
   function describe(query) {
     if (query.kind === "text") return "“" + query.q + "”";
+    if (query.kind === "words") return "the words “" + query.q + "”";
     if (query.kind === "similar") return "photos like #" + query.id;
     return "photos like " + query.name;
   }
@@ -50,9 +57,10 @@
       for (const [k, v] of new URLSearchParams(query.passed || "")) body.append(k, v);
       response = await fetch("/api/search", { method: "POST", body });
     } else {
-      const path = query.kind === "text"
-        ? "/api/search?q=" + encodeURIComponent(query.q) + "&limit=" + LIMIT + "&offset=" + offset
-        : "/api/images/" + query.id + "/similar?limit=" + LIMIT + "&offset=" + offset;
+      const page = "limit=" + LIMIT + "&offset=" + offset;
+      const path = query.kind === "text" ? "/api/search?q=" + encodeURIComponent(query.q) + "&" + page
+        : query.kind === "words" ? "/api/search?words=" + encodeURIComponent(query.q) + "&" + page
+        : "/api/images/" + query.id + "/similar?" + page;
       response = await fetch(path + (query.passed || ""));
     }
     const data = await response.json().catch(() => ({ error: "unexpected answer (" + response.status + ")" }));
@@ -64,7 +72,8 @@
     const a = document.createElement("a");
     a.className = "tile";
     a.href = hit.file;
-    a.title = hit.path + "\nscore " + hit.score.toFixed(3);
+    const lines = hit.words ? hit.words.map((w) => "\n“" + w.text + "”").join("") : "";
+    a.title = hit.path + (hit.score == null ? "" : "\nscore " + hit.score.toFixed(3)) + lines;
     a.dataset.index = String(index);
     a.dataset.id = String(hit.id);
     const img = document.createElement("img");
@@ -73,13 +82,17 @@
     img.alt = hit.path.split("/").pop();
     img.src = hit.thumbnail;
     if (hit.width && hit.height) { img.width = hit.width; img.height = hit.height; }
-    const score = document.createElement("span");
-    score.className = "score";
-    score.textContent = hit.score.toFixed(3);
-    a.append(img, score);
+    a.append(img);
+    if (hit.score != null) {  // null: a listing by words or filters alone, newest first
+      const score = document.createElement("span");
+      score.className = "score";
+      score.textContent = hit.score.toFixed(3);
+      a.append(score);
+    }
     if (hit.kind === "video") {
       a.classList.add("video");
-      a.title = hit.path + "\nat " + clock(hit.start_s) + " · score " + hit.score.toFixed(3);
+      a.title = hit.path + "\nat " + clock(hit.start_s) + (hit.score == null ? "" : " · score " + hit.score.toFixed(3))
+        + lines;
       const badge = document.createElement("span");
       badge.className = "badge";
       badge.textContent = "\u25B6 " + clock(hit.start_s);
@@ -98,12 +111,16 @@
     if (!s || s.done || s.loading) return;
     s.loading = true;
     try {
-      const hits = await fetchPage(s.query, s.offset);
+      const page = await fetchPage(s.query, s.offset);
       if (s !== state) return;
       const start = s.hits.length;
+      // A text query's next page is the fusion of more CLIP hits with the words, which may rank again one
+      // already shown: each image is shown once.
+      const hits = page.filter((h) => !s.ids.has(h.id));
+      hits.forEach((h) => s.ids.add(h.id));
       s.hits.push(...hits);
-      s.offset += hits.length;
-      s.done = hits.length < LIMIT;
+      s.offset += page.length;
+      s.done = page.length < LIMIT;
       grid.append(...hits.map((h, i) => tile(h, start + i)));
       message.textContent = s.hits.length ? describe(s.query) : "No results for " + describe(s.query);
     } catch (err) {
@@ -123,8 +140,11 @@
     if (push) history.pushState(query, "", urlOf(query));
     grid.replaceChildren();
     message.textContent = query ? "Searching " + describe(query) + "…" : "";
-    if (query && query.kind === "text") $("q").value = query.q;
-    state = query ? { query, hits: [], offset: 0, done: false, loading: false } : null;
+    if (query && (query.kind === "text" || query.kind === "words")) {
+      $("q").value = query.q;
+      setWordsMode(query.kind === "words");
+    }
+    state = query ? { query, hits: [], ids: new Set(), offset: 0, done: false, loading: false } : null;
     document.title = query ? describe(query) + " · searchengine" : "searchengine";
     if (state) loadMore();
   }
@@ -153,15 +173,86 @@
     $("original").textContent = hit.kind === "video" ? "Open video" : "Open original";
     $("copy").textContent = "Copy path";
     showMedia(hit);
+    drawBoxes();  // the boxes of the hit shown, once its picture is (the preview's load draws them again)
     showFacts(hit, null);
+    showText(null);
+    textFor = hit.id;
     try {
       const response = await fetch("/api/images/" + hit.id);
       if (response.ok && current === index) {
         const record = await response.json();
         showFacts(hit, record);
+        if (textFor === hit.id) showText(record, hit.words);
         if (shown && shown.hit === hit) showMoments(record.moments);
       }
     } catch (err) { /* the facts from the hit stay */ }
+  }
+
+  // --- the words read in the picture: the matching lines' boxes over it, the whole text beside it ------------
+  const same = (a, b) => a.text === b.text && JSON.stringify(a.box) === JSON.stringify(b.box);
+
+  function showText(record, words) {
+    const box = $("text-box"), text = $("text");
+    $("copy-text").textContent = "Copy text";
+    if (!record || !record.text || !record.text_lines) { box.hidden = true; text.replaceChildren(); return; }
+    text.replaceChildren(...record.text_lines.map((line) => {
+      const div = document.createElement("div");  // a line each (a <p> would copy as a paragraph)
+      if ((words || []).some((w) => same(w, line))) {
+        const mark = document.createElement("mark");
+        mark.textContent = line.text;
+        div.append(mark);
+      } else {
+        div.textContent = line.text;
+      }
+      return div;
+    }));
+    box.hidden = false;
+  }
+
+  async function momentText(id) {  // another moment of the video: its own text (its frame's), without boxes
+    if (textFor === id || current < 0) return;
+    textFor = id;
+    try {
+      const response = await fetch("/api/images/" + id);
+      const record = response.ok ? await response.json() : null;
+      if (textFor === id) showText(record, shown && shown.hit.id === id ? shown.hit.words : null);
+    } catch (err) { if (textFor === id) showText(null); }
+  }
+
+  // The hit's matching lines, over the picture as shown: the preview (or a video's frame), or a video paused in
+  // its moment. Boxes are fractions of the upright picture, so an SVG of viewBox 0 0 1 1 over it fits any size.
+  function drawBoxes() {
+    const svg = $("boxes"), large = $("large"), player = $("player");
+    const hit = current >= 0 && state ? state.hits[current] : null;
+    let rect = null;
+    if (hit && hit.words && hit.words.length && (!shown || shown.moment === hit.id)) {
+      if (!large.hidden && large.complete && large.naturalWidth > 0) {
+        rect = { x: large.offsetLeft, y: large.offsetTop, w: large.offsetWidth, h: large.offsetHeight };
+      } else if (!player.hidden && player.paused && inMoment(hit, player)) {
+        const vw = player.videoWidth || hit.width, vh = player.videoHeight || hit.height;
+        const scale = Math.min(player.offsetWidth / vw, player.offsetHeight / vh);
+        rect = { w: vw * scale, h: vh * scale };
+        rect.x = player.offsetLeft + (player.offsetWidth - rect.w) / 2;
+        rect.y = player.offsetTop + (player.offsetHeight - rect.h) / 2;
+      }
+    }
+    if (!rect || !(rect.w > 0 && rect.h > 0)) { svg.setAttribute("hidden", ""); svg.replaceChildren(); return; }
+    Object.assign(svg.style, { left: rect.x + "px", top: rect.y + "px", width: rect.w + "px", height: rect.h + "px" });
+    svg.replaceChildren(...hit.words.map((w) => {
+      const polygon = document.createElementNS(SVG, "polygon");
+      polygon.setAttribute("points", w.box.map(([x, y]) => x + "," + y).join(" "));
+      const title = document.createElementNS(SVG, "title");
+      title.textContent = w.text;
+      polygon.append(title);
+      return polygon;
+    }));
+    svg.removeAttribute("hidden");  // an SVG element has no `hidden` property
+  }
+
+  function inMoment(hit, player) {
+    if (player.readyState < HTMLMediaElement.HAVE_METADATA) return true;  // its poster: the moment's frame
+    const t = player.currentTime + 0.1;
+    return hit.start_s == null || (hit.start_s <= t && t < hit.end_s);
   }
 
   // --- a video in the large view: played from its moment, or its frame and a download link -------------------
@@ -262,6 +353,8 @@
   function markMoment(id) {
     if (!shown) return;
     shown.moment = id;
+    momentText(id);
+    drawBoxes();
     for (const b of $("moments").querySelectorAll(".moment")) {
       if (b.dataset.id === String(id)) b.setAttribute("aria-current", "true");
       else b.removeAttribute("aria-current");
@@ -278,7 +371,7 @@
   }
 
   function showFacts(hit, record) {
-    const facts = [["Score", hit.score.toFixed(4)]];
+    const facts = hit.score == null ? [] : [["Score", hit.score.toFixed(4)]];
     if (hit.kind === "video") facts.push(["Moment", clock(hit.start_s) + " – " + clock(hit.end_s)]);
     if (hit.width && hit.height) facts.push(["Size", hit.width + " × " + hit.height + (record ? " · " + bytes(record.size) : "")]);
     if (record) {
@@ -312,21 +405,28 @@
     viewer.hidden = true;
     stopPlayer();
     shown = null;
+    textFor = null;
     $("large").removeAttribute("src");
     current = -1;
+    drawBoxes();
     if (tileEl) tileEl.focus({ preventScroll: false });
   }
 
-  async function copyPath() {
-    const text = $("path").textContent;
+  // The clipboard where the page may use it (a secure context: localhost), else the selection and execCommand.
+  async function copy(text, node, button) {
     try { await navigator.clipboard.writeText(text); }
     catch (err) {
       const range = document.createRange();
-      range.selectNodeContents($("path"));
+      range.selectNodeContents(node);
       getSelection().removeAllRanges(); getSelection().addRange(range);
       document.execCommand("copy");
     }
-    $("copy").textContent = "Copied";
+    button.textContent = "Copied";
+  }
+
+  function setWordsMode(on) {
+    $("words").checked = on;
+    $("q").placeholder = PLACEHOLDERS[on ? "words" : "text"];
   }
 
   // --- status line -----------------------------------------------------------------------------------------
@@ -349,13 +449,22 @@
   $("search").addEventListener("submit", (event) => {
     event.preventDefault();
     const q = $("q").value.trim();
-    if (q) run({ kind: "text", q }, true);
+    if (q) run({ kind: $("words").checked ? "words" : "text", q }, true);
+  });
+  $("words").addEventListener("change", () => {  // the search shown, again in the other mode
+    setWordsMode($("words").checked);
+    const q = $("q").value.trim(), kind = state ? state.query.kind : null;
+    if (q && (kind === "text" || kind === "words") && state.query.q === q) $("search").requestSubmit();
   });
   $("pick").addEventListener("change", (event) => { searchFile(event.target.files[0]); event.target.value = ""; });
   $("close").addEventListener("click", closeViewer);
   $("prev").addEventListener("click", () => openViewer(current - 1));
   $("next").addEventListener("click", () => openViewer(current + 1));
-  $("copy").addEventListener("click", copyPath);
+  $("copy").addEventListener("click", () => copy($("path").textContent, $("path"), $("copy")));
+  $("copy-text").addEventListener("click", () => copy([...$("text").children].map((line) => line.textContent).join("\n"),
+                                                      $("text"), $("copy-text")));
+  $("large").addEventListener("load", drawBoxes);
+  new ResizeObserver(drawBoxes).observe(document.querySelector(".viewer-image"));
   $("similar").addEventListener("click", () => {
     if (current < 0) return;
     const query = { kind: "similar", id: shown ? shown.moment : state.hits[current].id };
@@ -369,6 +478,7 @@
     shown.seek = null;
     seek(start);
   });
+  for (const name of ["loadedmetadata", "play", "pause", "seeked", "resize"]) player.addEventListener(name, drawBoxes);
   player.addEventListener("timeupdate", () => {
     if (!shown || !shown.moments.length || player.seeking) return;
     const t = player.currentTime + 0.1;  // a seek lands on a frame, maybe a hair before the moment's start

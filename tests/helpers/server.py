@@ -29,6 +29,36 @@ def build_library(base: Path, model_name: str) -> tuple[Path, Path]:
     return photos, library
 
 
+WORD_PICTURES = {  # name -> text_picture arguments: the words the page and API tests look for
+    "pass.png": dict(lines=["BOARDING PASS", "Gate 12 Seat 4A"], seed=1),
+    "invoice.png": dict(lines=["Invoice number 4471"], seed=3, text_px=28),
+    "coffee.jpg": dict(lines=["Fresh coffee", "Gate opens at noon"], seed=4, size=(480, 640)),
+}
+
+
+def build_words_library(base: Path, model_name: str) -> tuple[Path, Path]:
+    """(photos folder, library folder) indexed with --ocr: WORD_PICTURES, two photos without text, and a video
+    (station.mp4) whose first moment shows "PLATFORM 9" and whose second has no text (5 frames with text)."""
+    import numpy as np
+
+    from helpers.cli import index_json
+    from helpers.texts import background, text_picture
+    from helpers.videos import make_video
+
+    photos = base / "photos"
+    photos.mkdir(parents=True)
+    for name, spec in WORD_PICTURES.items():
+        text_picture(**spec).save(photos / name, **({"quality": 92} if name.endswith(".jpg") else {}))
+    for n in range(2):
+        background((640, 480), seed=100 + n).save(photos / f"plain{n}.jpg", quality=90)
+    sign = np.asarray(text_picture(["PLATFORM 9"], size=(480, 320), text_px=40, seed=6, photo=False))
+    make_video(photos / "station.mp4", [(lambda t, size: sign, 2.0), (1, 2.0)], size=(480, 320))
+    library = base / "library"
+    summary = index_json(photos, "--library", library, "--model", model_name, "--ocr")
+    assert summary["added"] == 6 and summary["words_with_text"] == 4, summary
+    return photos, library
+
+
 def client(library: Path, **config):
     """A TestClient on the app, addressed as http://localhost like a browser on this machine."""
     from starlette.testclient import TestClient

@@ -181,3 +181,11 @@ def test_a_picture_the_engine_cannot_read_is_a_recorded_failure(tmp_path, tiny_m
     assert (status["texts_failed"], status["texts_pending"], status["images"]) == (1, 0, 3)
     assert found(tmp_path, "--words", "发票", "--library", tmp_path / "library") == []
     assert "fapiao.jpg" in found(tmp_path, "invoice", "--library", tmp_path / "library")  # its embedding is there
+
+
+@pytest.mark.parametrize("query", ["invoice platform", "coffee gate", "boarding pass 发票", "number seat"])
+def test_a_fused_answer_is_the_start_of_every_longer_one(library, query):
+    """So pages (the server's limit and offset) neither repeat nor skip a hit."""
+    longest = found(library, query, "--limit", "6")
+    for limit in range(1, 6):
+        assert found(library, query, "--limit", str(limit)) == longest[:limit]

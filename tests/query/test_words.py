@@ -41,11 +41,16 @@ def test_matching_lines():
 
 
 def test_fused_order_lifts_a_word_match_and_keeps_clip_order_otherwise():
-    scores = {1: 0.9, 2: 0.8, 3: 0.7, 4: 0.1}
+    scores = {1: 0.9, 2: 0.8, 3: 0.7, 4: 0.1, 5: 0.05}
     assert fused_order([1, 2, 3], scores, []) == [1, 2, 3]
-    assert fused_order([1, 2, 3], scores, [3]) == [3, 1, 2]
-    assert fused_order([1, 2, 3], scores, [4]) == [4, 1, 2, 3]  # outside CLIP's list: lifted from last place
+    assert fused_order([1, 2, 3], scores, [3]) == [3, 1, 2]  # on both lists: above CLIP's first
+    assert fused_order([1, 2, 3], scores, [4]) == [1, 4, 2, 3]  # outside CLIP's list: up beside its first
     assert fused_order([1, 2, 3], scores, [2, 3])[:2] == [2, 3]  # both lifted; 2 leads on both lists
+    # Past CLIP's first `depth`, CLIP's rank adds nothing: the order is the same however deep CLIP was read.
+    assert fused_order([1, 2, 3, 5], scores, [4], depth=2) == [1, 4, 2, 3, 5]
+    assert fused_order([1, 2, 3, 5], scores, [5], depth=2)[:3] == [1, 5, 2]
+    longer = fused_order([1, 2, 3, 5], scores, [3, 4], depth=2)
+    assert fused_order([1, 2, 3], scores, [3, 4], depth=2) == [i for i in longer if i != 5]
 
 
 @pytest.fixture
