@@ -16,19 +16,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from indexer.errors import OcrUnavailableError
+from indexer.ocr.gate import GATE_SIDE, TextGate
 from indexer.ocr.lines import TextLine
 
 if TYPE_CHECKING:
     from PIL import Image
 
+__all__ = ["GATE_SIDE", "OcrEngine", "check_available", "engine_name", "unavailable_reason"]
 PACKAGE = "rapidocr_onnxruntime"
 INSTALL_HINT = "text reading (--ocr) needs the ocr extra: pip install 'searchengine[ocr]'"
-# Measured on 640x480 renders (2 cores, 1 thread; docs/ocr.md): the detector took 18.7 ms at 320 px against
-# 94 ms at 640, and GATE_PIXELS over GATE_PROB flagged every picture with English words of 16 px or more and
-# every Chinese one, and none of the pictures without text.
-GATE_SIDE = 320
-GATE_PROB = 0.3
-GATE_PIXELS = 3
 # Where the gate opened: the lines are found at up to this long side (4000x3000 photo: 0.27 s against 0.48 s at
 # 1280 and 0.68 s upscaled, 1 thread), so lines of 1/120 of the long side and up (33 px in a 4000 px photo).
 DETAIL_SIDE = 960
@@ -58,32 +54,24 @@ def engine_name() -> str:
 
 
 class OcrEngine:
-    """One engine per process (importing and loading its three models takes ~0.3 s; `gate_only`, for `has_text`
-    alone, loads the detector only); not thread-safe."""
+    """One engine per process (importing and loading its three models takes ~0.3 s); not thread-safe. The gate
+    alone (what the decode workers ask) is indexer.ocr.gate.TextGate."""
 
-    def __init__(self, threads: int = 1, gate_only: bool = False):
+    def __init__(self, threads: int = 1):
         check_available()
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
+        from rapidocr_onnxruntime import RapidOCR
         from rapidocr_onnxruntime.ch_ppocr_det.utils import DetPreProcess
 
-        if gate_only:
-            from rapidocr_onnxruntime.ch_ppocr_det import TextDetector
-            from rapidocr_onnxruntime.main import DEFAULT_CFG_PATH
-            from rapidocr_onnxruntime.utils import read_yaml, update_model_path
-
-            config = update_model_path(read_yaml(DEFAULT_CFG_PATH))["Det"]
-            config.update(intra_op_num_threads=threads, inter_op_num_threads=1)
-            self._ocr, self._det = None, TextDetector(config)
-        else:
-            from rapidocr_onnxruntime import RapidOCR
-
-            self._ocr = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1)
-            self._det = self._ocr.text_det
-        det = self._det
-        self._pre = {side: DetPreProcess(side, "max", det.mean, det.std) for side in (GATE_SIDE, DETAIL_SIDE)}
+        self._ocr = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1)
+        self._det = self._ocr.text_det
+        self._gate = TextGate(session=self._det.infer.session)
+        self._detail = DetPreProcess(DETAIL_SIDE, "max", self._det.mean, self._det.std)
 
     def read(self, image: "Image.Image") -> list[TextLine]:
         """The lines of an upright RGB image, in reading order, boxes as fractions of its size."""
+        from PIL import Image as PILImage
+
         image = _bounded(image if image.mode == "RGB" else image.convert("RGB"))
         width, height = image.size
         if min(width, height) < MIN_SIDE:
@@ -91,8 +79,10 @@ class OcrEngine:
         found: list[tuple[np.ndarray, str, float]] = []
         rgb = np.asarray(image)
         for box, own in _tiles(width, height):
-            bgr = np.ascontiguousarray(rgb[box[1]:box[3], box[0]:box[2], ::-1])
-            for corners, text, score in self._read_tile(bgr):
+            tile = rgb[box[1]:box[3], box[0]:box[2]]
+            if not self._gate.has_text(image if box == (0, 0, width, height) else PILImage.fromarray(tile)):
+                continue
+            for corners, text, score in self._read_tile(np.ascontiguousarray(tile[:, :, ::-1])):
                 corners = corners + np.array([box[0], box[1]], np.float32)
                 cx, cy = corners.mean(axis=0)
                 if own[0] <= cx < own[2] and own[1] <= cy < own[3]:  # a line in an overlap belongs to one tile
@@ -103,22 +93,12 @@ class OcrEngine:
                 for corners, text, score in found]
 
     def has_text(self, image: "Image.Image") -> bool:
-        """The gate alone: whether any pixels of `image` (reduced to GATE_SIDE) look like text. `read` passes
-        every tile through it; a caller holding a small decode of a large picture can ask it first."""
-        return self._gate(np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1]))
-
-    def _gate(self, bgr: np.ndarray) -> bool:
-        tensor = self._pre[GATE_SIDE](bgr)
-        if tensor is None:
-            return False
-        probability = self._det.infer(tensor)[0]
-        return int((probability > GATE_PROB).sum()) >= GATE_PIXELS
+        """The gate alone (indexer/ocr/gate.py): whether `image` holds text at all; `read` asks it of every tile."""
+        return self._gate.has_text(image)
 
     def _read_tile(self, bgr: np.ndarray) -> list[tuple[np.ndarray, str, float]]:
-        assert self._ocr is not None, "a gate-only engine reads no lines"
-        if not self._gate(bgr):
-            return []
-        boxes = self._detect(bgr, DETAIL_SIDE)
+        """The lines of a tile the gate opened for (BGR), in reading order."""
+        boxes = self._detect(bgr)
         if not len(boxes):
             return []
         boxes = self._ocr.sorted_boxes(np.asarray(boxes))
@@ -133,11 +113,11 @@ class OcrEngine:
         """Read in tiles (a reduced copy of the whole would shrink its text away)."""
         return max(size) > min(size) * STRIP_ASPECT
 
-    def _detect(self, bgr: np.ndarray, side: int) -> np.ndarray:
-        """Text boxes (n, 4, 2) in `bgr`'s pixels, found on a copy whose long side is at most `side`."""
+    def _detect(self, bgr: np.ndarray) -> np.ndarray:
+        """Text boxes (n, 4, 2) in `bgr`'s pixels, found on a copy whose long side is at most DETAIL_SIDE."""
         det = self._det
         height, width = bgr.shape[:2]
-        tensor = self._pre[side](bgr)
+        tensor = self._detail(bgr)
         if tensor is None:
             return np.empty((0, 4, 2), np.float32)
         boxes, _ = det.postprocess_op(det.infer(tensor)[0], (height, width))

@@ -109,13 +109,14 @@ class Preparer:
         nothing to read in it. A strip, or a gate that fails, leaves the photo to the words phase."""
         try:
             from indexer.ocr.engine import OcrEngine, engine_name
+            from indexer.ocr.gate import TextGate
 
             if OcrEngine.is_strip(decoded.full_size):
                 return None
             if self._ocr is None:
-                self._ocr = (OcrEngine(threads=1, gate_only=True), engine_name())
-            engine, name = self._ocr
-            return None if engine.has_text(decoded.image) else name
+                self._ocr = (TextGate(threads=1), engine_name())
+            gate, name = self._ocr
+            return None if gate.has_text(decoded.image) else name
         except Exception:  # noqa: BLE001 - the gate is a shortcut; the words phase reads what it could not judge
             return None
 
