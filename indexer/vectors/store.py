@@ -2,7 +2,8 @@
 
 The index file's header carries the catalog seq it reflects; the catalog's meta `index_seq` records the last
 saved one. Who may do what:
-* a reader (a query) loads the file and catches it up in memory (adds and removals, never training). A file
+* a reader (a query) loads the file and catches it up in memory (adds and removals, never training). It trusts a
+  file that still has the signature its writer recorded in the catalog (no checksum of the whole file). A file
   that is missing, damaged or inconsistent is rebuilt only while the library is small enough for the exact
   flat kind (no training, well under a second); above that the query is answered by exact search over the
   catalog, with a notice saying how to repair.
@@ -17,9 +18,13 @@ from typing import Callable
 
 from indexer.catalog.store import Catalog, Changes
 from indexer.errors import IndexFileError
+from indexer.vectors.file import signature_of
 from indexer.vectors.index import ONDISK_THRESHOLD, VectorIndex, flat_is_cheap
 
 NoticeFn = Callable[[str], None]
+# Catalog meta: the index file's signature as its writer left it (file.signature_of), so readers need not checksum
+# the whole file on every load.
+FILE_SIGNATURE = "index_file_signature"
 REPAIR_HINT = "run `searchengine repair` (or the next `searchengine index`) to rebuild it"
 
 
@@ -98,9 +103,11 @@ class IndexStore:
             self.notice(f"{self.problem}; {action}")
 
     def _load(self) -> VectorIndex | None:
-        recorded = self.catalog.meta().get("index_seq")
+        meta = self.catalog.meta()
+        recorded = meta.get("index_seq")
         try:
-            index = VectorIndex.load(self.path)
+            # Readers trust the file its writer recorded; writers verify it whole before building on it.
+            index = VectorIndex.load(self.path, trusted=None if self.catalog.writable else meta.get(FILE_SIGNATURE))
         except IndexFileError as exc:
             self.problem = str(exc)
             if recorded is None and not self.path.exists():
@@ -111,6 +118,8 @@ class IndexStore:
             self.problem = f"vector index {self.path} does not match the catalog"
             return None
         self.saved_seq = index.seq
+        if self.catalog.writable and meta.get(FILE_SIGNATURE) != (signature := signature_of(self.path)):
+            self.catalog.set_meta({FILE_SIGNATURE: signature})  # verified whole just now (a file saved before)
         if index.seq < catalog_seq and not self.writer_active():
             self.notice(f"vector index {self.path} is behind the catalog (state {index.seq} < {catalog_seq}); "
                         "catching up from the catalog")
@@ -155,7 +164,8 @@ class IndexStore:
         self.saved_seq = index.seq
         self.last_save = time.monotonic()
         if self.catalog.writable:
-            self.catalog.set_meta({"index_seq": str(index.seq), "index_kind": index.kind})
+            self.catalog.set_meta({"index_seq": str(index.seq), "index_kind": index.kind,
+                                   FILE_SIGNATURE: signature_of(self.path)})
 
     problem = ""
 

@@ -198,3 +198,24 @@ def test_a_stale_index_file_is_caught_up_in_memory(library, isolated, no_trainin
     assert json.loads(result.stdout)[0]["path"] == str(added[0])
     assert "catching up" in result.stderr and "rebuilding" not in result.stderr
     shutil.rmtree(isolated / "more")
+
+
+def test_readers_trust_the_index_file_its_writer_recorded(library, isolated, no_training):
+    """An index run records the file's signature in the catalog; a reader then skips the whole-file checksum and
+    answers exactly as a reader that verified it. A copied library (new inodes) is verified whole again."""
+    from indexer.vectors.file import signature_of
+    from indexer.vectors.store import FILE_SIGNATURE
+
+    lib, photos = library
+    before = lib._readable_index()
+    assert before.verified is True  # the fixture's copy: not the file its writer recorded
+    expected = [ids(lib.search(text="a photo of a dog", limit=10)), ids(lib.search(image=str(photos / "p003.png")))]
+    lib.close()
+    index(photos)  # nothing new: the writer verifies the file whole and records it
+    lib2 = Library.open(isolated / "library", notice=lambda _: None)
+    assert lib2._readable_catalog().meta()[FILE_SIGNATURE] == signature_of(isolated / "library" / "vectors.faiss")
+    trusted = lib2._readable_index()
+    assert trusted.verified is False and trusted.kind == IVF_SQ8
+    assert [ids(lib2.search(text="a photo of a dog", limit=10)),
+            ids(lib2.search(image=str(photos / "p003.png")))] == expected
+    lib2.close()

@@ -226,3 +226,67 @@ def test_a_payload_read_through_the_callback_is_the_index_faiss_deserializes(bui
     assert [a.tolist() for a in mine.search(queries, 10)] == [a.tolist() for a in theirs.search(queries, 10)]
     with pytest.raises(RuntimeError):
         read_payload(payload[:len(payload) // 2])
+
+
+def test_ivf_loads_with_its_lists_mapped_and_answers_bit_for_bit(data: tuple[np.ndarray, np.ndarray],
+                                                                  tmp_path: Path) -> None:
+    """The IVF-SQ8 file's lists stay in the file (faiss's mmap read): same ids and scores as the index that wrote
+    it; the first change copies them into memory, after which it still matches the writer's index changed alike."""
+    import faiss
+
+    ids, points = data
+    built = _fresh(IVF_SQ8, data)
+    path = tmp_path / "vectors.idx"
+    built.save(path)
+    loaded = VectorIndex.load(path)
+    assert isinstance(faiss.downcast_InvertedLists(loaded._index.invlists), faiss.OnDiskInvertedLists)
+    queries = points[::97] + 0.05
+    for a, b in zip(built.search(queries, 10, rerank=_lookup(data)), loaded.search(queries, 10, rerank=_lookup(data))):
+        assert np.array_equal(a, b)
+    for a, b in zip(built.search_among(queries, 10, ids[::3], 8), loaded.search_among(queries, 10, ids[::3], 8)):
+        assert np.array_equal(a, b)
+    for index in (built, loaded):
+        assert index.remove(ids[:40]) == 40
+        index.add(ids[:20], points[:20])
+    assert isinstance(faiss.downcast_InvertedLists(loaded._index.invlists), faiss.ArrayInvertedLists)
+    for a, b in zip(built.search(queries, 10), loaded.search(queries, 10)):
+        assert np.array_equal(a, b)
+    path.unlink()  # the copied lists no longer need the file
+    assert np.array_equal(built.search(queries, 5)[1], loaded.search(queries, 5)[1])
+
+
+def test_an_index_saved_from_mapped_lists_holds_them(data: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    path, other = tmp_path / "vectors.idx", tmp_path / "copy.idx"
+    _fresh(IVF_SQ8, data).save(path)
+    loaded = VectorIndex.load(path)
+    loaded.seq = 9
+    loaded.save(other)  # an unchanged index saved elsewhere: its lists' bytes, not a reference to the first file
+    path.unlink()
+    again = VectorIndex.load(other)
+    assert (again.seq, again.ntotal) == (9, N)
+    queries = data[1][:20]
+    assert np.array_equal(again.search(queries, 5)[1], _fresh(IVF_SQ8, data).search(queries, 5)[1])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_trusted_file_skips_the_checksum_and_a_changed_one_does_not(kind: str, data: tuple[np.ndarray, np.ndarray],
+                                                                       tmp_path: Path, monkeypatch) -> None:
+    """The writer's recorded signature spares readers the checksum; any write to the file (even with its times put
+    back) changes the signature, so the damage is found."""
+    import os
+
+    from indexer.vectors import file as index_file
+
+    path = tmp_path / "vectors.idx"
+    _fresh(kind, data).save(path)
+    signature = index_file.signature_of(path)
+    checksums = []
+    real = index_file.Header.with_checksum
+    monkeypatch.setattr(index_file.Header, "with_checksum", lambda self, p: checksums.append(1) or real(self, p))
+    assert VectorIndex.load(path, trusted=signature).verified is False and checksums == []
+    assert VectorIndex.load(path, trusted="another file").verified is True and checksums == [1]
+    raw, before = path.read_bytes(), path.stat()
+    path.write_bytes(raw[:-100] + bytes([raw[-100] ^ 0x40]) + raw[-99:])
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(IndexFileError, match="checksum mismatch"):
+        VectorIndex.load(path, trusted=signature)
