@@ -65,6 +65,7 @@ class QueryEncoder:
                 self._fall_back(reason or "unusable")
                 return None
             self._numpy_text = (encoder, manifest)
+            self._probed = manifest.unchanged  # the very files the export verified: no probe needed
         encoder, manifest = self._numpy_text
         if self._probed:
             with step("text encoding"):

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from helpers.cli import run
+from helpers.cli import cli, run
 from helpers.images import GOOD, make_library_folder
 from indexer.model.tower_manifest import MANIFEST_FILE
 from searchengine.library.api import Library
@@ -71,3 +71,31 @@ def test_next_index_run_re_exports_a_broken_export(library):
     run("index", library.parent / "photos")
     assert status()["text_encoder"] == "numpy"
     assert notices(run("search", "a dog").stderr) == []
+
+
+def test_damage_is_caught_even_with_the_file_times_put_back(library):
+    """The probe is skipped only for files with the signature recorded at export: restoring a damaged file's
+    mtime does not restore its ctime, so the probe runs and catches the damage."""
+    weights = library / "text_tower" / "fc_weight.npy"
+    before = weights.stat()
+    damage(weights)
+    import os
+
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert weights.stat().st_size == before.st_size and weights.stat().st_mtime_ns == before.st_mtime_ns
+    result = run("search", "a dog", "--json")
+    assert len(notices(result.stderr)) == 1 and json.loads(result.stdout)
+
+
+def test_the_probe_runs_only_when_a_file_is_not_as_exported(library, monkeypatch):
+    monkeypatch.setenv("SEARCHENGINE_PROFILE", "1")
+
+    def steps() -> set[str]:
+        result = cli("search", "a dog", "--json", "--library", library)  # a new process, as a user's query
+        assert result.returncode == 0 and notices(result.stderr) == []
+        return set(json.loads(result.stderr.strip().splitlines()[-1])["profile_ms"])
+
+    assert "text encoding" in steps()  # the files the export verified: no probe
+    weights = library / "text_tower" / "fc_weight.npy"
+    weights.chmod(weights.stat().st_mode)  # same bytes, a new ctime: no longer known to be as exported
+    assert "text encoding (with the probe)" in steps()
