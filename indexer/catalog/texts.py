@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from indexer.catalog.reads import rows_in
 from indexer.catalog.store import Catalog
-from indexer.ocr.lines import TextLine, joined
-from indexer.ocr.words import glued, normal
+
+if TYPE_CHECKING:  # the OCR modules are imported where text is stored or read back: a plain query needs neither
+    from indexer.ocr.lines import TextLine
 
 # A row's key into `texts`: a photo's frame_ms is -1.
 FRAME_MS = "ifnull(CAST(round(images.frame_s * 1000) AS INTEGER), -1)"
@@ -83,6 +84,9 @@ def store_texts(catalog: Catalog, results: list[ReadResult]) -> None:
     """Keep what was read, with its words indexed, in one transaction (a result already stored is left alone)."""
     if not results:
         return
+    from indexer.ocr.lines import joined
+    from indexer.ocr.words import glued, normal
+
     now = time.time()
     with catalog.write() as conn:
         for result in results:
@@ -114,10 +118,18 @@ def remove_orphans(conn: Any) -> int:
     return len(gone)
 
 
+def has_texts(catalog: Catalog) -> bool:
+    """Whether any picture of the library has text (else a plain query skips the words entirely)."""
+    with catalog.read() as conn:
+        return bool(conn.exec_driver_sql("SELECT EXISTS (SELECT 1 FROM text_words)").scalar())
+
+
 def lines_for(catalog: Catalog, ids: list[int]) -> dict[int, list[TextLine]]:
     """The read lines of each of `ids` that has been read (an empty list: read, no text)."""
     if not ids:
         return {}
+    from indexer.ocr.lines import TextLine
+
     with catalog.read() as conn:
         keyed = list(rows_in(conn, f"id, content_hash, {FRAME_MS}", "id", ids))
         if not keyed:

@@ -1,7 +1,6 @@
 """Which files are videos, and a content identity for them that reads a few MiB, not the whole file."""
 from __future__ import annotations
 
-import hashlib
 import os
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".3gp", ".mkv", ".webm", ".avi"})
@@ -28,6 +27,8 @@ def video_content_hash(path: bytes, size: int) -> bytes:
     copies and duplicate groups; a file changed in place is re-cut anyway because its size or mtime differ.
     Files up to WHOLE_FILE_BYTES are hashed whole. OSError propagates as is.
     """
+    import hashlib  # here: a query imports this module for is_video_name alone (OpenSSL's init is ~4 ms)
+
     digest = hashlib.blake2b(digest_size=16)
     digest.update(size.to_bytes(8, "little", signed=False))
     # O_NONBLOCK: a FIFO swapped in after the scan must not hang the run.

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Sequence
 
 from indexer.catalog.images import IndexRoot, index_roots
 from indexer.catalog.store import Catalog
-from indexer.catalog.texts import ocr_enabled, set_ocr
 from indexer.errors import ModelMismatchError, SearchEngineError
 from indexer.pipeline.scan import absolute
 from searchengine.library.layout import LOCK_FILE, TEXT_TOWER_DIR, TEXT_TOWER_SKIPPED
@@ -79,6 +78,8 @@ class LibraryIndexing(_Host):
             self._check_precision(catalog, image_precision)
             options = replace(options, video=remembered_video_options(catalog, options.video_interval_s,
                                                                      options.video_max_segments))
+            from indexer.catalog.texts import ocr_enabled, set_ocr  # here: queries import this module too
+
             if options.ocr is not None and options.ocr != ocr_enabled(catalog):
                 set_ocr(catalog, options.ocr)
             check_device(device, cpu_only=precision_of(catalog) == "int8")

@@ -10,6 +10,7 @@ import numpy as np
 from indexer.catalog.images import ImageRecord, embedding_of, metadata_for, moments_of, record, records
 from indexer.catalog.matching import newest
 from indexer.catalog.store import Catalog
+from indexer.catalog.texts import has_texts
 from indexer.errors import ImageNotFoundError, QueryError
 from indexer.pipeline.scan import absolute
 from searchengine.query.details import ImageDetails, camera_text, taken_at_text
@@ -206,11 +207,13 @@ class LibrarySearch(_Host):
         """The answer to the text query `text` whose query vector is `vector` (`search(text=...)` less the
         encoding and the cutoff): CLIP's best, fused with the pictures whose text holds the query's words unless
         `words` is False or `filters` name the words (then CLIP's order among those, each hit with its lines)."""
-        from searchengine.query.words import FUSION_DEPTH, has_texts, query_words
-
         if words and not (filters and filters.words):
             with step("words"):
-                fusing = query_words(text) is not None and has_texts(self._readable_catalog())
+                fusing = has_texts(self._readable_catalog())
+                if fusing:  # imported only here: most libraries hold no read text
+                    from searchengine.query.words import FUSION_DEPTH, query_words
+
+                    fusing = query_words(text) is not None
             if fusing:  # CLIP's first FUSION_DEPTH, whatever the limit: the order is then the same for any limit
                 hits = self.search_vector(vector, max(limit, FUSION_DEPTH), exact, filters, moments)
                 return self.fuse_words(text, vector, hits, limit, filters, moments)
@@ -222,7 +225,7 @@ class LibrarySearch(_Host):
         fused with the pictures whose text holds the query's words (reciprocal rank fusion; see
         searchengine.query.words); each of those carries the lines that matched. Without read text in the
         library: `hits` unchanged."""
-        from searchengine.query.words import fused_order, has_texts, query_words
+        from searchengine.query.words import fused_order, query_words
 
         catalog = self._readable_catalog()
         with step("words"):

@@ -115,12 +115,6 @@ def query_words(text: str) -> WordQuery | None:
     return WordQuery(tuple(WordTerm(WORD, w) for w in dict.fromkeys(words)), any_term=True)
 
 
-def has_texts(catalog: "Catalog") -> bool:
-    """Whether any picture of the library has text (else a plain query skips the words entirely)."""
-    with catalog.read() as conn:
-        return bool(conn.exec_driver_sql("SELECT EXISTS (SELECT 1 FROM text_words)").scalar())
-
-
 def ranked_by_words(catalog: "Catalog", query: WordQuery, depth: int = FUSION_DEPTH) -> list[int]:
     """Image ids whose text holds any of the query's words, best bm25 first."""
     match = " OR ".join(t.fts() for t in query.terms)
