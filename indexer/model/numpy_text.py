@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.cpu import usable_cores
-from indexer.model.tokenizer import ClipTokenizer
+from indexer.model.tokenizer import RANKS_FILE, ClipTokenizer
 
 FORMAT = "searchengine-clip-text-numpy"
 FORMAT_VERSION = 1
@@ -169,7 +169,8 @@ class NumpyTextEncoder:
             return None
         try:
             arrays = {name: _map(folder / f"{name}.npy", name == "token_embedding") for name in meta.array_names()}
-            tokenizer = ClipTokenizer(folder / MERGES_FILE, meta.context_length)
+            ranks = folder / RANKS_FILE  # exports before it have none: the tokenizer builds its dict
+            tokenizer = ClipTokenizer(folder / MERGES_FILE, meta.context_length, ranks if ranks.exists() else None)
         except (OSError, ValueError):
             return None
         if not _shapes_match(meta, arrays):

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from indexer.model.numpy_text import MERGES_FILE, NumpyTextEncoder, TextTowerMeta
-from indexer.model.tokenizer import ClipTokenizer, default_vocab_path, write_merges
+from indexer.model.tokenizer import RANKS_FILE, ClipTokenizer, default_vocab_path, write_merges, write_rank_table
 from indexer.model.tower_manifest import PROBE_TEXT, write_manifest
 
 log = logging.getLogger(__name__)
@@ -227,6 +227,7 @@ def _write_export(model: Any, folder: Path) -> TextTowerMeta:
     for name in per_layer[0]:
         _save(folder, name, torch.stack([layer[name].detach() for layer in per_layer]))
     write_merges(default_vocab_path(), folder / MERGES_FILE)
+    write_rank_table(folder / MERGES_FILE, folder / RANKS_FILE)
     meta.write(folder)
     return meta
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import re
+import zlib
 from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
 
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
+RANKS_FILE = "bpe_ranks.npy"  # beside an export's plain merges: see write_rank_table
 DEFAULT_CONTEXT_LENGTH = 77
 SOT = "<start_of_text>"
 EOT = "<end_of_text>"
@@ -108,22 +110,101 @@ def write_merges(source: Path, dest: Path) -> None:
     dest.write_text("\n".join(lines), encoding="utf-8")
 
 
+def write_rank_table(merges_path: Path, dest: Path) -> None:
+    """A hash table of the merges in `merges_path` (written by write_merges), saved as .npy: slot
+    crc32(line) & (size - 1), probed linearly, holds the line's rank + 1 (0: empty).
+
+    A new process then looks up the few pairs its query needs instead of building a 49k-entry dict of the
+    merges (~10 ms of every cold query); each hit is confirmed against the line itself, so a lookup finds
+    exactly what the dict would."""
+    merges = read_merges(Path(merges_path))
+    size = 1 << (2 * len(merges)).bit_length()  # load factor under 1/2: short probe runs
+    table = np.zeros(size, dtype=np.int32)
+    for rank, line in enumerate(merges):
+        slot = zlib.crc32(line.encode("utf-8")) & (size - 1)
+        while table[slot]:
+            slot = (slot + 1) & (size - 1)
+        table[slot] = rank + 1
+    np.save(dest, table)
+
+
+class _RankTable:
+    """Merge ranks looked up in write_rank_table's table over the merges text (no per-merge objects)."""
+
+    def __init__(self, text: bytes, table: np.ndarray):
+        self._text = text
+        self._slots = memoryview(np.ascontiguousarray(table, dtype=np.int32)).cast("B").cast("i")
+        self._mask = len(table) - 1
+        # Line r of the merges (after the header line) spans text[starts[r]:starts[r + 1] - 1].
+        newlines = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 10)
+        self._starts = memoryview(np.concatenate([newlines + 1, [len(text) + 1]]).astype(np.int64)).cast("B").cast("q")
+        self._found: dict[str, int | None] = {}
+
+    def __len__(self) -> int:
+        return len(self._starts) - 1
+
+    def line(self, rank: int) -> str:
+        return self._text[self._starts[rank]:self._starts[rank + 1] - 1].decode("utf-8")
+
+    def get(self, pair: str) -> int | None:
+        if pair in self._found:
+            return self._found[pair]
+        key = pair.encode("utf-8")
+        slot = zlib.crc32(key) & self._mask
+        rank = None
+        while (entry := self._slots[slot]) != 0:
+            if self._text[self._starts[entry - 1]:self._starts[entry] - 1] == key:
+                rank = entry - 1
+                break
+            slot = (slot + 1) & self._mask
+        self._found[pair] = rank
+        return rank
+
+
+def _rank_table(merges_path: Path, ranks_path: Path) -> "_RankTable | None":
+    """The rank table of an export's plain merges file, or None when it is absent or does not fit them."""
+    try:
+        table = np.load(ranks_path)
+        text = merges_path.read_bytes()
+    except (OSError, ValueError):
+        return None
+    if table.dtype != np.int32 or table.ndim != 1 or len(table) & (len(table) - 1):
+        return None
+    ranks = _RankTable(text, table)
+    return ranks if len(ranks) == MERGE_LINES - 1 else None
+
+
 class ClipTokenizer:
     """Gives the same ids as ``open_clip.get_tokenizer('ViT-B-32')``; returns numpy arrays."""
 
-    def __init__(self, vocab_path: Path | None = None, context_length: int = DEFAULT_CONTEXT_LENGTH):
+    def __init__(self, vocab_path: Path | None = None, context_length: int = DEFAULT_CONTEXT_LENGTH,
+                 ranks_path: Path | None = None):
+        """`ranks_path`: write_rank_table's table for the plain merges file `vocab_path` (used when it fits)."""
         vocab_path = vocab_path or default_vocab_path()
         if vocab_path is None:
             raise FileNotFoundError(f"{VOCAB_FILE} not found")
-        self.merges = read_merges(Path(vocab_path))
-        # Keys are the raw "first second" lines: no per-line split at load time.
-        self.bpe_ranks: dict[str, int] = dict(zip(self.merges, range(len(self.merges))))
+        table = _rank_table(Path(vocab_path), Path(ranks_path)) if ranks_path is not None else None
+        self._vocab_path = Path(vocab_path)
+        # Ranks keyed by the raw "first second" lines (no per-line split), from the table or a dict of them all.
+        self.bpe_ranks: dict[str, int] | _RankTable = table if table is not None else self._ranks_dict()
         self.byte_encoder = bytes_to_unicode()
         self._char_ids = {c: i for i, c in enumerate(self.byte_encoder.values())}
-        self.sot_token_id = 2 * BYTE_TOKENS + len(self.merges)
+        self.sot_token_id = 2 * BYTE_TOKENS + MERGE_LINES - 1
         self.eot_token_id = self.sot_token_id + 1
         self.cache: dict[str, list[int]] = {SOT: [self.sot_token_id], EOT: [self.eot_token_id]}
         self.context_length = context_length
+
+    @cached_property
+    def merges(self) -> list[str]:
+        """The merge lines, in rank order."""
+        return read_merges(self._vocab_path)
+
+    def _ranks_dict(self) -> dict[str, int]:
+        return dict(zip(self.merges, range(len(self.merges))))
+
+    def _merge_line(self, rank: int) -> str:
+        ranks = self.bpe_ranks
+        return ranks.line(rank) if isinstance(ranks, _RankTable) else self.merges[rank]
 
     @cached_property
     def pattern(self):
@@ -151,7 +232,7 @@ class ClipTokenizer:
             rank = self._best_rank(word)
             if rank is None:
                 break
-            word, ids = _merge(word, ids, self.merges[rank], 2 * BYTE_TOKENS + rank)
+            word, ids = _merge(word, ids, self._merge_line(rank), 2 * BYTE_TOKENS + rank)
         self.cache[token] = ids
         return ids
 

@@ -67,6 +67,31 @@ def test_tokenizer_matches_open_clip(reference_tokenizer):
     assert ours.encoder == reference_tokenizer.encoder
 
 
+def test_an_exports_rank_table_tokenizes_as_open_clip(reference_tokenizer, tiny):
+    """The export's hashed rank table (no 49k-entry dict to build per process) gives open_clip's tokens."""
+    from indexer.model.tokenizer import RANKS_FILE, _RankTable
+
+    export = tiny[2]
+    assert (export / RANKS_FILE).exists()
+    mine = NumpyTextEncoder.load(export).tokenizer
+    assert isinstance(mine.bpe_ranks, _RankTable)
+    texts = TEXTS + _fuzz_texts(400, seed=3)
+    assert np.array_equal(mine(texts), reference_tokenizer(texts).numpy())
+
+
+def test_a_rank_table_that_does_not_fit_its_merges_is_not_used(tiny, tmp_path):
+    import shutil
+
+    from indexer.model.tokenizer import RANKS_FILE
+
+    shutil.copy(tiny[2] / "bpe_merges.txt", tmp_path / "bpe_merges.txt")
+    np.save(tmp_path / RANKS_FILE, np.zeros(1000, np.int32))  # not a power of two: not a table of ours
+    tokenizer = ClipTokenizer(tmp_path / "bpe_merges.txt", 77, tmp_path / RANKS_FILE)
+    assert isinstance(tokenizer.bpe_ranks, dict)
+    assert tokenizer.token_ids("a photo of a dog") == ClipTokenizer(tmp_path / "bpe_merges.txt", 77).token_ids(
+        "a photo of a dog")
+
+
 def test_ascii_pattern_splits_as_open_clip_does(reference_tokenizer):
     rng = random.Random(2)
     every_ascii = [chr(c) for c in range(128)] + ["'s", "'ll", "<end_of_text>", "&amp;", "   "]
