@@ -1,3 +1,3 @@
-from searchengine.cli.main import main
+from searchengine.cli.main import entry
 
-main()
+entry()

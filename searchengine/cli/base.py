@@ -27,6 +27,29 @@ device_option = click.option(
     help="Where the image model runs: auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps.")
 
 
+_quick_exit = [False]
+
+
+def quick_exit_when_done() -> None:
+    """A read-only command's promise: once it has returned, nothing is left to write or release but memory."""
+    _quick_exit[0] = True
+
+
+def entry() -> None:
+    """The `searchengine` program (console script and `python -m searchengine`): `main`, then, after a read-only
+    command that finished without error, an exit that skips the interpreter's teardown: freeing every module and
+    object and joining idle helper threads cost a query ~50-70 ms here, a quarter of its time, for nothing."""
+    _quick_exit[0] = False
+    main()
+    if _quick_exit[0]:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BrokenPipeError:
+            os._exit(141)
+        os._exit(0)
+
+
 class Main(click.Group):
     """Turns domain errors into `Error: ...` and unexpected ones into one line too, unless --debug."""
 

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from searchengine.cli import index, search  # noqa: F401  (each registers its commands on `main`)
-from searchengine.cli.base import escape_path, main
+from searchengine.cli.base import entry, escape_path, main
 
-__all__ = ["escape_path", "main"]
+__all__ = ["entry", "escape_path", "main"]
 
 if __name__ == "__main__":
-    main()
+    entry()

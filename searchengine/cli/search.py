@@ -9,7 +9,8 @@ from typing import Any
 import click
 
 # base comes first: it pins BLAS to one thread before anything loads numpy.
-from searchengine.cli.base import device_option, escape_path, json_option, library_option, main, write_out
+from searchengine.cli.base import (device_option, escape_path, json_option, library_option, main, quick_exit_when_done,
+                                    write_out)
 from searchengine.library.api import Library
 from searchengine.query import steps
 from searchengine.query.filters import FilterError, SearchFilters
@@ -77,6 +78,7 @@ def search(query, image, add, subtract, force_text, limit, exact, null, min_scor
     CLIP alone).
     """
     steps.since_begin("argument parsing")
+    quick_exit_when_done()
     filters = parse_filters(after, before, folder, camera, near, image_format, orientation, kind, words)
     if query and image is not None:
         raise click.UsageError("give TEXT or --image, not both")
@@ -151,6 +153,7 @@ def _query_terms(query: tuple[str, ...], image: str | None, add: tuple[str, ...]
 @json_option
 def show(path_or_id, library_dir, as_json) -> None:
     """One image's record: path, size, dates, content hash, dimensions, camera, place."""
+    quick_exit_when_done()
     details = asdict(Library.open(library_dir).show(path_or_id))
     if as_json:
         click.echo(json.dumps(details))
