@@ -6,7 +6,10 @@ text encoding, index search, stat of hits, metadata, output).
 The library is benchlib.grown_library (the one bench_search's CLI figures use): `searchengine index` over 8
 generated photos with the random ViT-B-32, grown to --images rows of synthetic embeddings.
 
-    .venv/bin/python scripts/profile_query.py [--images 100000] [--runs 7] [--image]
+    .venv/bin/python scripts/profile_query.py [--images 100000] [--runs 7] [--image] [--baseline CHECKOUT]
+
+--baseline: a checkout of an earlier commit (`git worktree add /tmp/before COMMIT`), whose new-process queries are
+timed interleaved with this tree's, warm and cold, on the same library: the before/after of a change in one run.
 """
 from __future__ import annotations
 
@@ -28,12 +31,30 @@ import benchlib
 IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)")
 
 
-def run_query(args: list[str], *python_flags: str) -> tuple[float, subprocess.CompletedProcess]:
+def run_query(args: list[str], *python_flags: str, tree: Path | None = None
+              ) -> tuple[float, subprocess.CompletedProcess]:
+    """One new-process query; `tree`: run that checkout's code instead (`python -m` imports from the cwd first)."""
     env = benchlib.cli_env(SEARCHENGINE_PROFILE="1")
     started = time.perf_counter()
     done = subprocess.run([benchlib.SEARCHENGINE[0], *python_flags, *benchlib.SEARCHENGINE[1:], *args],
-                          capture_output=True, text=True, env=env, check=True)
+                          capture_output=True, text=True, env=env, check=True, cwd=tree or benchlib.ROOT)
     return time.perf_counter() - started, done
+
+
+def side_by_side(baseline: Path, files: dict[str, list[Path]], query, common: list[str], runs: int,
+                 first: int) -> dict[str, float]:
+    """Median wall seconds of this tree's and `baseline`'s new-process queries, interleaved in one run (warm, then
+    cold), the same texts for both: what changed, with the machine's drift shared alike."""
+    walls: dict[str, list[float]] = {"warm_s": [], "baseline_warm_s": [], "cold_s": [], "baseline_cold_s": []}
+    run_query([*query(first), *common], tree=baseline)  # compiles the baseline's modules, as an install would have
+    for n in range(runs):
+        walls["warm_s"].append(run_query([*query(first + n), *common])[0])
+        walls["baseline_warm_s"].append(run_query([*query(first + n), *common], tree=baseline)[0])
+    for n in range(runs):
+        for key, tree in (("cold_s", None), ("baseline_cold_s", baseline)):
+            evict([p for paths in files.values() for p in paths])
+            walls[key].append(run_query([*query(first + runs + n), *common], tree=tree)[0])
+    return {key: round(statistics.median(values), 3) for key, values in walls.items()}
 
 
 def steps_of(done: subprocess.CompletedProcess) -> dict[str, float]:
@@ -78,9 +99,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100_000, help="library size (default 100000)")
     parser.add_argument("--runs", type=int, default=7, help="new-process queries per figure (median)")
     parser.add_argument("--image", action="store_true", help="profile an image query of an indexed file instead")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="a checkout of an earlier commit: its queries are timed too, interleaved with these")
     args = parser.parse_args()
     library, photos = benchlib.grown_library(benchlib.WORK, args.images, "query")
-    texts = benchlib.query_texts(3 * args.runs + 2, int(time.time()))
+    texts = benchlib.query_texts(5 * args.runs + 3, int(time.time()))
     query = (lambda n: ["search", "--image", str(photos[0])]) if args.image else (lambda n: ["search", texts[n]])
     common = ["--library", str(library), "--json"]
     run_query([*query(0), *common])  # the first run after building may still write the index file
@@ -103,6 +126,9 @@ def main() -> None:
                                    round(v / 1e6, 2) for k, v in list(read.items())[:15]},
         "loadavg_1min": round(os.getloadavg()[0], 2),
     }
+    if args.baseline is not None:
+        figures["side_by_side"] = {"baseline": str(args.baseline), **side_by_side(
+            args.baseline, files, query, common, args.runs, 2 * args.runs + 4)}
     for key, value in figures.items():
         if isinstance(value, dict):
             print(f"{key}:")
