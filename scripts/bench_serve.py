@@ -45,7 +45,7 @@ def timed(conn, path: str) -> float:
 
 
 def percentiles(times: list[float]) -> dict:
-    return {**benchlib.percentiles(times), "n": len(times)}
+    return {**benchlib.percentiles(times), "max_ms": round(max(times), 2), "n": len(times)}
 
 
 def latencies(server: Server, queries: int) -> dict:
@@ -92,6 +92,7 @@ def load_while_indexing(server: Server, library: Path, work: Path, clients: int,
     before = json.loads(get(conn, "/api/status")[1])["images"]
     texts = query_texts(2000, seed=11)
     times: list[float] = []
+    by_kind: dict[str, list[float]] = {"text": [], "similar": [], "thumbnail": []}
     errors: list[str] = []
     stop = time.monotonic() + seconds
 
@@ -104,6 +105,7 @@ def load_while_indexing(server: Server, library: Path, work: Path, clients: int,
                     else f"/api/images/{ids[n % len(ids)]}/similar?limit=50" if kind == 1 else thumbs[n % len(thumbs)])
             try:
                 times.append(timed(c, path))
+                by_kind[("text", "similar", "thumbnail")[kind]].append(times[-1])
             except Exception as exc:  # noqa: BLE001 - counted and reported
                 errors.append(f"{path}: {exc}")
                 c.close()
@@ -130,7 +132,9 @@ def load_while_indexing(server: Server, library: Path, work: Path, clients: int,
     after = json.loads(get(conn, "/api/status")[1])["images"]
     conn.close()
     return {"clients": clients, "seconds": seconds, "requests": len(times), "errors": len(errors),
-            "error_samples": errors[:3], **percentiles(times), "index_rc": indexer.returncode,
+            "error_samples": errors[:3], **percentiles(times),
+            "by_kind": {kind: percentiles(values) for kind, values in by_kind.items() if values},
+            "index_rc": indexer.returncode,
             "index_report": json.loads(out.strip().splitlines()[-1]) if indexer.returncode == 0 else err[-300:],
             "added": add, "found_by_end": found, "images_before": before, "images_after": after}
 
