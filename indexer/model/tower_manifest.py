@@ -150,8 +150,11 @@ def encode_checked(encoder: NumpyTextEncoder, manifest: Manifest,
 
 
 def export_reason(folder: Path) -> str | None:
-    """Why the export in folder cannot answer text queries, or None if it can (reads every weight once)."""
+    """Why the export in folder cannot answer text queries, or None if it can (reads every weight once, unless
+    every file is as the export verified it: then queries skip the probe, and so does this)."""
     encoder, manifest, reason = load_text_tower(folder)
     if encoder is None or manifest is None:
         return reason
+    if manifest.unchanged:
+        return None
     return encode_checked(encoder, manifest, [])[1]

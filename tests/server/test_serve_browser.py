@@ -135,3 +135,25 @@ def test_phone_viewport_has_no_horizontal_scroll(browser, site):
             assert box and box["x"] >= 0 and box["x"] + box["width"] <= 360
     finally:
         context.close()
+
+
+def test_first_screen_loads_at_once_and_status_waits_for_the_answer(browser, site):
+    """Opening `/?q=...`: the search is asked before the status line's counts, the tiles on the first screen load
+    eagerly (lazy below), and every thumbnail's paint is reported to the Performance API (Element Timing)."""
+    context = browser.new_context(viewport={"width": 800, "height": 450})
+    page = context.new_page()
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url.split("/", 3)[3]) if "/api/" in r.url else None)
+    page.add_init_script("""window.__painted = 0; new PerformanceObserver((l) => { window.__painted +=
+        l.getEntries().filter((e) => e.identifier === "thumbnail").length; }).observe({type: "element", buffered: true});""")
+    with flow(page, site, "first-screen"):
+        page.goto(site["url"] + "?q=a%20photo")
+        page.wait_for_function(ALL_VISIBLE_DECODED)
+        page.wait_for_function("() => /images/.test(document.getElementById('status').textContent)")
+        apis = [a for a in asked if a.startswith("api/search") or a.startswith("api/status")]
+        assert apis[0].startswith("api/search") and "api/status" in apis
+        loading = page.eval_on_selector_all("#grid img", "imgs => imgs.map((i) => i.loading)")
+        eager = (800 // 150 + 1) * (450 // 150)  # the page's own estimate: ceil(800 / 150) * ceil(450 / 150)
+        assert loading[:eager] == ["eager"] * eager and set(loading[eager:]) <= {"lazy"}
+        assert page.evaluate("window.__painted") >= 1
+    context.close()
