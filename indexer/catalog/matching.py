@@ -36,10 +36,13 @@ def cameras_matching(catalog: Catalog, pattern: str) -> list[tuple[str | None, s
     return [(make or None, model or None) for make, model in rows]
 
 
-def count_matching(catalog: Catalog, where: str, params: tuple) -> int:
-    """How many images satisfy `where` (counted inside SQLite: no row reaches Python)."""
+def count_matching(catalog: Catalog, where: str, params: tuple, cap: int | None = None) -> int:
+    """How many images satisfy `where` (counted inside SQLite: no row reaches Python); with `cap`, counting stops
+    there (a filter matching half of a million images is not counted to the end: ~0.1 s a query at 1M)."""
+    inner = f"SELECT 1 FROM images WHERE {where}" + (" LIMIT ?" if cap is not None else "")
     with catalog.read() as conn:
-        return int(_reader(conn).exec_driver_sql(f"SELECT count(*) FROM images WHERE {where}", params).scalar())
+        return int(_reader(conn).exec_driver_sql(f"SELECT count(*) FROM ({inner})",
+                                                 params + ((cap,) if cap is not None else ())).scalar())
 
 
 def which_match(catalog: Catalog, ids: np.ndarray, where: str, params: tuple) -> np.ndarray:

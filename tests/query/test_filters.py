@@ -356,3 +356,18 @@ def test_cli_filters_and_json_fields(isolated, rows):
         assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
     result = run("search", "--library", library.folder, ok=False)
     assert result.exit_code == 2
+
+
+def test_counting_stops_at_its_cap(isolated, rows):
+    """A filter matching many images is counted only up to LISTED_MATCHES + 1, not over the whole catalog."""
+    from indexer.catalog.matching import count_matching
+
+    library, truth = make_library(isolated / "lib", rows)
+    catalog = library._readable_catalog()
+    filters = SearchFilters(orientation="landscape")
+    where, params = filters.sql(catalog)
+    true_count = sum(matches(filters, p, m) for _, p, m in truth.values())
+    assert 300 < true_count < N - 300
+    assert count_matching(catalog, where, params) == true_count
+    assert count_matching(catalog, where, params, cap=200) == 200
+    assert count_matching(catalog, where, params, cap=N) == true_count
