@@ -118,7 +118,7 @@ class VectorIndex:
         self.built_for = built_for  # collection size the cells were sized and trained for (ANN kinds)
         self._index = index
         self.verified = True  # False: loaded from a file trusted by its signature, without computing its checksum
-        self._mapped_lists = False  # IVF-SQ8 lists still in the file's mapping (see load and _own_lists)
+        self._mapped: "MappedLists | None" = None  # IVF-SQ8 lists still in the file's mapping (load, _own_lists)
 
     @property
     def ntotal(self) -> int:
@@ -204,6 +204,7 @@ class VectorIndex:
                     np.full((len(queries), max(k, 0)), -1, np.int64))
         reranking = rerank is not None and self.kind != FLAT
         fetch = self.candidates(k) if reranking else k
+        self._read_ahead(queries, self.nprobe)
         with _threads(1 if self.kind == FLAT and len(queries) < SMALL_BATCH else THREADS):
             scores, ids = self._index.search(queries, fetch)
         if reranking:
@@ -225,6 +226,8 @@ class VectorIndex:
         saved = self.nprobe
         if nprobe is not None:
             self.nprobe = nprobe
+        if self._mapped is not None:
+            self._mapped.will_need_all()  # a scan for every query: most cells are read
         try:
             lims, scores, ids = self._index.range_search(queries, float(min_score))
         finally:
@@ -241,10 +244,17 @@ class VectorIndex:
             params = faiss.SearchParameters(sel=selector)
         else:
             params = faiss.SearchParametersIVF(sel=selector, nprobe=max(1, min(nprobe or self.nprobe, self.nlist)))
+            self._read_ahead(queries, params.nprobe)
         with _threads(1 if self.kind == FLAT and len(queries) < SMALL_BATCH else THREADS):
             scores, found = self._index.search(queries, k, params=params)
         scores[found < 0] = MISSING_SCORE
         return scores, found
+
+    def _read_ahead(self, queries: np.ndarray, nprobe: int) -> None:
+        """Lists left in the file's mapping: have the cells these queries will probe read at once (mapped.py)."""
+        if self._mapped is not None and len(queries) <= SMALL_BATCH:
+            _, cells = self._index.quantizer.search(queries, nprobe)
+            self._mapped.will_need(cells)
 
     def should_rebuild(self, total: int) -> bool:
         """True when a collection of `total` vectors has outgrown this index (or shrunk back to exact size)."""
@@ -295,13 +305,17 @@ class VectorIndex:
         _check_consistent(index, header, path)
         loaded = cls(header.kind, header.dim, index, seq=header.seq, built_for=header.built_for)
         loaded.nprobe = header.nprobe
-        loaded.verified, loaded._mapped_lists = opened.verified, mapped
+        loaded.verified = opened.verified
+        if mapped:
+            from indexer.vectors.mapped import MappedLists
+
+            loaded._mapped = MappedLists(faiss.downcast_InvertedLists(index.invlists))
         return loaded
 
     def _own_lists(self) -> None:
         """Copy lists left in the file's mapping into memory: the mapping is read-only, and a writer may replace
         the file at any time (the mapped inode lives on while mapped)."""
-        if not self._mapped_lists:
+        if self._mapped is None:
             return
         mapped = faiss.downcast_InvertedLists(self._index.invlists)
         owned = faiss.ArrayInvertedLists(mapped.nlist, mapped.code_size)
@@ -311,7 +325,7 @@ class VectorIndex:
                 owned.add_entries(cell, size, mapped.get_ids(cell), mapped.get_codes(cell))
         self._index.replace_invlists(owned, True)  # the index owns (and frees) the new lists, and frees the mapped
         owned.this.disown()
-        self._mapped_lists = False
+        self._mapped = None
 
 
 def _mapped_ivf(path: Path, opened: IndexFile) -> "faiss.Index | None":

@@ -290,3 +290,29 @@ def test_a_trusted_file_skips_the_checksum_and_a_changed_one_does_not(kind: str,
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     with pytest.raises(IndexFileError, match="checksum mismatch"):
         VectorIndex.load(path, trusted=signature)
+
+
+def test_a_search_of_mapped_lists_reads_the_cells_it_probes_not_the_file(tmp_path: Path) -> None:
+    """Cold page cache: the kernel's read-ahead would read the whole index file for one search; the mapping is
+    advised random access and the probed cells are read ahead, so a search reads a fraction of the file."""
+    import importlib.util
+
+    from helpers import REPO
+
+    spec = importlib.util.spec_from_file_location("page_cache", REPO / "scripts" / "page_cache.py")
+    page_cache = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(page_cache)
+    rng = np.random.default_rng(3)
+    vectors = _unit(rng.standard_normal((40_000, 128)))
+    path = tmp_path / "vectors.idx"
+    built = VectorIndex.build(128, np.arange(40_000), vectors, kind=IVF_SQ8)
+    built.nprobe = 4
+    built.save(path)
+    loaded = VectorIndex.load(path)
+    page_cache.evict([path])
+    size = path.stat().st_size
+    if page_cache.resident([path])[0] > size // 10:
+        pytest.skip("this file system keeps the file cached (tmpfs?): nothing to measure")
+    _, found = loaded.search_among(vectors[:1], 10, None)
+    assert found[0][0] == 0
+    assert page_cache.resident([path])[0] < size // 4, (page_cache.resident([path])[0], size)

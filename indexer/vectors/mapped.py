@@ -1,0 +1,64 @@
+"""IVF lists left in the index file's mapping (VectorIndex.load): what a search will read, read ahead at once.
+
+On a cold page cache the kernel's read-ahead reads the whole 50 MB file of a 100k library for a search that
+probes ~10% of it, and without read-ahead the probed lists come in as ~1000 page faults one after the other
+(either way ~55 ms here). So the mapping is advised MADV_RANDOM, and before each search the cells it will probe
+(the coarse quantiser's answer, ~0.2 ms) are advised MADV_WILLNEED, all at once: their reads are issued together.
+With a warm cache the advice costs microseconds. Where madvise is not available the advice is skipped.
+"""
+from __future__ import annotations
+
+import ctypes
+import mmap
+
+import numpy as np
+
+_PAGE = mmap.PAGESIZE
+_MADV_RANDOM = getattr(mmap, "MADV_RANDOM", 1)
+_MADV_WILLNEED = getattr(mmap, "MADV_WILLNEED", 3)
+_madvise = None
+
+
+def _libc_madvise():
+    global _madvise
+    if _madvise is None:
+        try:
+            function = ctypes.CDLL(None, use_errno=True).madvise
+            function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            function.restype = ctypes.c_int
+            _madvise = function
+        except (OSError, AttributeError):
+            _madvise = False
+    return _madvise
+
+
+class MappedLists:
+    """The mapped lists of one index (faiss OnDiskInvertedLists, read-only)."""
+
+    def __init__(self, lists) -> None:
+        self._base = int(lists.ptr)
+        self._total = int(lists.totsize)
+        entry = int(lists.code_size) + 8  # each list: its codes, then its 8-byte ids
+        cells = range(int(lists.nlist))
+        self._offsets = np.array([lists.lists.at(c).offset for c in cells], dtype=np.int64)
+        self._bytes = np.array([lists.list_size(c) * entry for c in cells], dtype=np.int64)
+        self._advise(self._base, self._total, _MADV_RANDOM)
+
+    def will_need(self, cells: np.ndarray) -> None:
+        """Start reading these cells' lists (ids of cells; -1 entries are ignored)."""
+        for cell in np.unique(cells[cells >= 0]):
+            size = int(self._bytes[cell])
+            if size:
+                start = self._base + int(self._offsets[cell])
+                aligned = start - start % _PAGE
+                self._advise(aligned, size + start - aligned, _MADV_WILLNEED)
+
+    def will_need_all(self) -> None:
+        """A scan of every cell (duplicates): read the whole file ahead."""
+        self._advise(self._base, self._total, _MADV_WILLNEED)
+
+    @staticmethod
+    def _advise(address: int, length: int, advice: int) -> None:
+        madvise = _libc_madvise()
+        if madvise:
+            madvise(address, length, advice)  # advice only: a failure changes nothing but speed
