@@ -39,9 +39,13 @@ class MappedLists:
         self._base = int(lists.ptr)
         self._total = int(lists.totsize)
         entry = int(lists.code_size) + 8  # each list: its codes, then its 8-byte ids
-        cells = range(int(lists.nlist))
-        self._offsets = np.array([lists.lists.at(c).offset for c in cells], dtype=np.int64)
-        self._bytes = np.array([lists.list_size(c) * entry for c in cells], dtype=np.int64)
+        count = int(lists.nlist)
+        self._bytes = np.array([lists.list_size(c) for c in range(count)], dtype=np.int64) * entry
+        # faiss lays the lists out one after the other in cell order; checked at the last one (each `.at()`
+        # makes a proxy object: ~30 us, 20 ms for every cell of a 100k index).
+        self._offsets = int(lists.lists.at(0).offset) + np.concatenate([[0], np.cumsum(self._bytes)[:-1]])
+        if count and int(lists.lists.at(count - 1).offset) != int(self._offsets[-1]):
+            self._offsets = np.array([lists.lists.at(c).offset for c in range(count)], dtype=np.int64)
         self._advise(self._base, self._total, _MADV_RANDOM)
 
     def will_need(self, cells: np.ndarray) -> None:
