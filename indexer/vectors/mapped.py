@@ -16,20 +16,20 @@ import numpy as np
 _PAGE = mmap.PAGESIZE
 _MADV_RANDOM = getattr(mmap, "MADV_RANDOM", 1)
 _MADV_WILLNEED = getattr(mmap, "MADV_WILLNEED", 3)
-_madvise = None
+_libc: dict[str, object] = {}
 
 
-def _libc_madvise():
-    global _madvise
-    if _madvise is None:
+def _function(name: str, *argtypes):
+    """libc's `name` through ctypes (which releases the GIL), or False where there is none."""
+    if name not in _libc:
         try:
-            function = ctypes.CDLL(None, use_errno=True).madvise
-            function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            function = getattr(ctypes.CDLL(None, use_errno=True), name)
+            function.argtypes = list(argtypes)
             function.restype = ctypes.c_int
-            _madvise = function
+            _libc[name] = function
         except (OSError, AttributeError):
-            _madvise = False
-    return _madvise
+            _libc[name] = False
+    return _libc[name]
 
 
 class MappedLists:
@@ -49,13 +49,28 @@ class MappedLists:
         self._advise(self._base, self._total, _MADV_RANDOM)
 
     def will_need(self, cells: np.ndarray) -> None:
-        """Start reading these cells' lists (ids of cells; -1 entries are ignored)."""
+        """Start reading these cells' lists (ids of cells; -1 entries are ignored) where they are not in memory
+        (advising pages already cached costs ~0.1 ms a list; asking which are, for all at once, ~20 us)."""
+        cached = self._resident_pages()
         for cell in np.unique(cells[cells >= 0]):
             size = int(self._bytes[cell])
-            if size:
-                start = self._base + int(self._offsets[cell])
-                aligned = start - start % _PAGE
-                self._advise(aligned, size + start - aligned, _MADV_WILLNEED)
+            if not size:
+                continue
+            start = int(self._offsets[cell])
+            first, last = start // _PAGE, (start + size - 1) // _PAGE
+            if cached is not None and cached[first:last + 1].all():
+                continue
+            self._advise(self._base + first * _PAGE, (last + 1 - first) * _PAGE, _MADV_WILLNEED)
+
+    def _resident_pages(self) -> "np.ndarray | None":
+        """Which pages of the mapping are in memory (mincore), or None where that cannot be asked."""
+        mincore = _function("mincore", ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+        if not mincore or self._base % _PAGE:
+            return None
+        pages = np.zeros((self._total + _PAGE - 1) // _PAGE, dtype=np.uint8)
+        if mincore(self._base, self._total, pages.ctypes.data) != 0:
+            return None
+        return (pages & 1).astype(bool)
 
     def will_need_all(self) -> None:
         """A scan of every cell (duplicates): read the whole file ahead."""
@@ -63,6 +78,6 @@ class MappedLists:
 
     @staticmethod
     def _advise(address: int, length: int, advice: int) -> None:
-        madvise = _libc_madvise()
+        madvise = _function("madvise", ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
         if madvise:
             madvise(address, length, advice)  # advice only: a failure changes nothing but speed
