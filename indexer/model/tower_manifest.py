@@ -149,6 +149,15 @@ def encode_checked(encoder: NumpyTextEncoder, manifest: Manifest,
     return (rows[:-1], None) if reason is None else (None, reason)
 
 
+def outdated(folder: Path) -> bool:
+    """Whether a usable export predates what makes a new process's first query cheap: the files' stat signatures
+    (no probe) and the tokenizer's rank table (no 49k-entry dict). The next index run re-exports it once."""
+    from indexer.model.tokenizer import RANKS_FILE
+
+    manifest, _ = read_manifest(folder)
+    return manifest is not None and not (manifest.unchanged and (Path(folder) / RANKS_FILE).exists())
+
+
 def export_reason(folder: Path) -> str | None:
     """Why the export in folder cannot answer text queries, or None if it can (reads every weight once, unless
     every file is as the export verified it: then queries skip the probe, and so does this)."""

@@ -178,10 +178,10 @@ class LibraryIndexing(_Host):
 
     def _export_text_tower_if_missing(self) -> None:
         """Export (or re-export a damaged or older) text tower; a model that cannot be exported is noted."""
-        from indexer.model.tower_manifest import export_reason
+        from indexer.model.tower_manifest import export_reason, outdated
 
         target, skipped = self.folder / TEXT_TOWER_DIR, self.folder / TEXT_TOWER_SKIPPED
-        if skipped.exists() or export_reason(target) is None:
+        if skipped.exists() or (export_reason(target) is None and not outdated(target)):
             return
         from indexer.model.text_tower import export_text_tower
 

@@ -99,3 +99,25 @@ def test_the_probe_runs_only_when_a_file_is_not_as_exported(library, monkeypatch
     weights = library / "text_tower" / "fc_weight.npy"
     weights.chmod(weights.stat().st_mode)  # same bytes, a new ctime: no longer known to be as exported
     assert "text encoding (with the probe)" in steps()
+
+
+def test_an_older_export_is_re_exported_once_by_the_next_index_run(library):
+    """An export made before the stat signatures and the rank table (both make a new process's first query cheaper)
+    still answers; the next index run replaces it with a current one, and the run after leaves it alone."""
+    from indexer.model.tokenizer import RANKS_FILE
+    from indexer.model.tower_manifest import outdated
+
+    tower = library / "text_tower"
+    manifest = json.loads((tower / MANIFEST_FILE).read_text())
+    for key in ("signatures", "numpy"):
+        manifest.pop(key)
+    manifest["files"].pop(RANKS_FILE)
+    (tower / RANKS_FILE).unlink()
+    (tower / MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert outdated(tower) and status()["text_encoder"] == "numpy"
+    assert notices(run("search", "a dog").stderr) == []
+    run("index", library.parent / "photos")
+    assert (tower / RANKS_FILE).exists() and not outdated(tower)
+    exported = (tower / MANIFEST_FILE).stat().st_mtime_ns
+    run("index", library.parent / "photos")
+    assert (tower / MANIFEST_FILE).stat().st_mtime_ns == exported
