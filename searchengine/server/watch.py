@@ -16,6 +16,7 @@ from searchengine.library.api import Library
 DEBOUNCE_MS = 1500
 RESCAN_S = 600.0  # even with events: catches what a full event queue or a network mount dropped
 POLL_RESCAN_S = 30.0  # without events
+IDLE_YIELD_MS = 5_000  # the watch yields this often without events: the first yield rescans once (see _watch)
 
 
 class Watcher:
@@ -63,13 +64,15 @@ class Watcher:
         import watchfiles
 
         last_scan = time.monotonic()
+        first = True  # files that arrived between the last scan and the watch's start raised no event
         for changes in watchfiles.watch(*roots, stop_event=self.stop_event, debounce=DEBOUNCE_MS,
-                                        yield_on_timeout=True, rust_timeout=30_000, recursive=True,
+                                        yield_on_timeout=True, rust_timeout=IDLE_YIELD_MS, recursive=True,
                                         raise_interrupt=False):
             due = time.monotonic() - last_scan > RESCAN_S
-            if changes or due:
+            if changes or due or first:
                 self._reindex()
                 last_scan = time.monotonic()
+                first = False
             if self._roots() != roots:
                 return
 
