@@ -85,6 +85,7 @@ class IndexFile:
     payload: memoryview
     inode: int
     verified: bool  # the checksum was computed by this load (False: the file was trusted by its signature)
+    signature: str  # signature_of the file as opened
 
 
 def open_index_file(path: Path, trusted: str | None = None) -> IndexFile:
@@ -93,11 +94,12 @@ def open_index_file(path: Path, trusted: str | None = None) -> IndexFile:
     The checksum is not computed again when the file's signature is `trusted`, the one its writer recorded
     (`signature_of`): a query then reads only what its search touches."""
     data, st = _mapped(path)
-    if trusted and _signature(st, bytes(data[:Header.SIZE])) == trusted:
+    signature = _signature(st, bytes(data[:Header.SIZE]))
+    if trusted and signature == trusted:
         header = Header.unpack(data, path)
         if len(data) == Header.SIZE + header.payload_len:
-            return IndexFile(header, memoryview(data)[Header.SIZE:], st.st_ino, False)
-    return IndexFile(*read_index_file_data(path, data), st.st_ino, True)
+            return IndexFile(header, memoryview(data)[Header.SIZE:], st.st_ino, False, signature)
+    return IndexFile(*read_index_file_data(path, data), st.st_ino, True, signature)
 
 
 def read_index_file(path: Path) -> tuple[Header, memoryview]:

@@ -118,6 +118,7 @@ class VectorIndex:
         self.built_for = built_for  # collection size the cells were sized and trained for (ANN kinds)
         self._index = index
         self.verified = True  # False: loaded from a file trusted by its signature, without computing its checksum
+        self.signature: str | None = None  # loaded: the signature of the file it came from (file.signature_of)
         self._mapped: "MappedLists | None" = None  # IVF-SQ8 lists still in the file's mapping (load, _own_lists)
 
     @property
@@ -305,7 +306,7 @@ class VectorIndex:
         _check_consistent(index, header, path)
         loaded = cls(header.kind, header.dim, index, seq=header.seq, built_for=header.built_for)
         loaded.nprobe = header.nprobe
-        loaded.verified = opened.verified
+        loaded.verified, loaded.signature = opened.verified, opened.signature
         if mapped:
             from indexer.vectors.mapped import MappedLists
 

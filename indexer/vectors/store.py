@@ -118,8 +118,8 @@ class IndexStore:
             self.problem = f"vector index {self.path} does not match the catalog"
             return None
         self.saved_seq = index.seq
-        if self.catalog.writable and meta.get(FILE_SIGNATURE) != (signature := signature_of(self.path)):
-            self.catalog.set_meta({FILE_SIGNATURE: signature})  # verified whole just now (a file saved before)
+        if self.catalog.writable and meta.get(FILE_SIGNATURE) != index.signature:
+            self.catalog.set_meta({FILE_SIGNATURE: index.signature})  # the file verified whole just now
         if index.seq < catalog_seq and not self.writer_active():
             self.notice(f"vector index {self.path} is behind the catalog (state {index.seq} < {catalog_seq}); "
                         "catching up from the catalog")
