@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from indexer.durable import stat_key
 from indexer.model.numpy_text import NumpyTextEncoder
 
 MANIFEST_FILE = "manifest.json"
@@ -35,10 +36,6 @@ class Manifest:
     unchanged: bool = False  # every file has the signature recorded at export, under the same numpy
 
 
-def _signature(st: os.stat_result) -> str:
-    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
-
-
 def write_manifest(folder: Path, min_cosine: float, probe_embedding: np.ndarray) -> None:
     """Record every file of folder with its size, the verification result and the probe (call it last)."""
     folder = Path(folder)
@@ -46,7 +43,7 @@ def write_manifest(folder: Path, min_cosine: float, probe_embedding: np.ndarray)
     body = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "files": {n: st.st_size for n, st in stats.items()},
             "min_cosine": min_cosine, "probe_text": PROBE_TEXT,
             "probe_embedding": [float(x) for x in np.asarray(probe_embedding).ravel()],
-            "signatures": {n: _signature(st) for n, st in stats.items()}, "numpy": np.__version__}
+            "signatures": {n: stat_key(st) for n, st in stats.items()}, "numpy": np.__version__}
     tmp = folder / f".{MANIFEST_FILE}.tmp"
     tmp.write_text(json.dumps(body))
     os.replace(tmp, folder / MANIFEST_FILE)
@@ -86,7 +83,7 @@ def _files_reason(folder: Path, files: dict[str, int], signatures: dict[str, str
             return f"{folder / name} is missing", False
         if st.st_size != size:
             return f"{folder / name} has {st.st_size} bytes, not {size}", False
-        unchanged = unchanged and signatures[name] == _signature(st)
+        unchanged = unchanged and signatures[name] == stat_key(st)
     return None, unchanged
 
 

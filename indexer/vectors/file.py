@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from indexer.durable import fsync_dir
+from indexer.durable import fsync_dir, stat_key
 from indexer.errors import IndexFileError
 
 
@@ -134,7 +134,7 @@ def signature_of(path: Path) -> str:
 
 def _signature(st: os.stat_result, head: bytes) -> str:
     crc = head[-4:].hex() if len(head) == Header.SIZE else "none"
-    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{crc}"
+    return f"{stat_key(st)}:{crc}"
 
 
 def _mapped(path: Path) -> tuple[bytes | mmap.mmap, os.stat_result]:
