@@ -132,6 +132,11 @@ class LibrarySearch(_Host):
         pass over the text tower's weights for all: what a server does with queries that arrive at once)."""
         return [rows[0] for rows in self._query_encoder().text_groups([[t] for t in texts])]
 
+    def stack_texts(self) -> bool:
+        """Let `text_vectors` stack its texts into one product per weight (the same bits each, about half the cost
+        each under load) where this machine's BLAS allows it; what a server calls once at start."""
+        return self._query_encoder().stack_texts()
+
     def image(self, image_id: int) -> ImageRecord | None:
         """The catalog's record of one image (path, size, mtime, hash, indexed-at and its metadata)."""
         return record(self._readable_catalog(), image_id=image_id)

@@ -47,6 +47,21 @@ class QueryEncoder:
                 return rows
         return [self.model().encode_texts(list(group)) for group in groups]
 
+    @property
+    def stacking(self) -> bool:
+        """Whether texts encoded together now share one product per weight (stack_texts)."""
+        return self._numpy_text is not None and self._numpy_text[0].stacking
+
+    def stack_texts(self) -> bool:
+        """From now on, texts encoded together share one product per weight where that gives each its lone bits
+        here (NumpyTextEncoder.enable_stacking: a server's concurrent queries then cost about half as much each).
+        Loads and checks the export (a warm-up too); False on the torch path or where stacking is not exact."""
+        if self.text_tower_dir is None or self.fallback_reason is not None:
+            return False
+        if self._numpy_texts([[]]) is None or self._numpy_text is None:
+            return False
+        return self._numpy_text[0].enable_stacking()
+
     def prefetch(self) -> None:
         """Start reading the export's weights from disk while the caller does other work."""
         if self.text_tower_dir is not None and self._numpy_text is None:

@@ -51,6 +51,15 @@ class Backend:
 
     def __post_init__(self) -> None:
         self.batcher = TextBatcher(self._encode_texts)
+        # Loads the text tower and checks that stacked texts keep their lone bits, off the first request's path.
+        threading.Thread(target=self._stack_texts, name="text-stacking", daemon=True).start()
+
+    def _stack_texts(self) -> None:
+        try:
+            with self.encode_lock:
+                self.library.stack_texts()
+        except Exception:  # noqa: BLE001 - a warm-up: the first query meets and reports any real problem
+            pass
 
     def text_vector(self, text: str):
         """The query vector of a text; the page asks again for each further page of a search, so keep a few.

@@ -152,6 +152,49 @@ def test_batches_encoded_together_are_bit_identical_to_each_alone(tiny):
         assert got.shape == alone.shape and np.array_equal(got, alone)
 
 
+def test_a_text_gets_its_lone_bits_in_any_company(tiny):
+    """Every text is padded to whole row blocks and computed on its own rows: a group's rows are each text's
+    alone, whatever the others' lengths (1 to 7 row blocks here)."""
+    _, _, folder = tiny
+    encoder = NumpyTextEncoder.load(folder)
+    alone = np.concatenate([encoder.encode([text]) for text in TEXTS])
+    assert np.array_equal(encoder.encode(TEXTS), alone)
+    assert np.array_equal(encoder.encode(TEXTS[::-1]), alone[::-1])
+
+
+def test_stacked_texts_get_their_lone_bits_from_one_product_per_weight(tiny, monkeypatch):
+    from indexer.model import numpy_text
+
+    _, _, folder = tiny
+    encoder = NumpyTextEncoder.load(folder)
+    alone = np.concatenate([encoder.encode([text]) for text in TEXTS])
+    assert encoder.enable_stacking()  # this machine's OpenBLAS computes a row by its place in 12-row panels
+    products: list[int] = []
+    real = numpy_text._matmuls
+    monkeypatch.setattr(numpy_text, "_matmuls", lambda xs, w: products.append(len(xs)) or real(xs, w))
+    together = encoder.encode(TEXTS)
+    assert np.array_equal(together, alone)
+    assert products == [1] * 4 * encoder.meta.layers  # every text in one product per weight
+
+
+def test_stacking_is_refused_where_the_blas_gives_rows_other_bits_in_company(tiny, monkeypatch):
+    """A BLAS whose result for a row depends on how many rows share the product: stacking would change a text's
+    bits by its company, so the probe turns it down and each text keeps a product of its own."""
+    from indexer.model import numpy_text
+
+    _, _, folder = tiny
+    encoder = NumpyTextEncoder.load(folder)
+    real = numpy_text._matmuls
+
+    def by_row_count(xs, w):
+        return [out + np.float32(1e-7) * (len(x) // numpy_text.ROW_BLOCK) for out, x in zip(real(xs, w), xs)]
+
+    monkeypatch.setattr(numpy_text, "_matmuls", by_row_count)
+    alone = np.concatenate([encoder.encode([text]) for text in TEXTS])
+    assert not encoder.enable_stacking()
+    assert np.array_equal(encoder.encode(TEXTS), alone)
+
+
 @pytest.mark.parametrize("variant", [
     {"quick_gelu": True, "text_cfg": {"ls_init_value": 0.5}},
     {"text_cfg": {"act_kwargs": {"approximate": "tanh"}, "proj_bias": True, "heads": 4}},

@@ -3,6 +3,7 @@ exactly the vector it gets alone: the same answer whether it arrived alone or wi
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -68,3 +69,24 @@ def test_sixteen_clients_at_once_get_the_answers_each_gets_alone(library):
         answers = list(pool.map(lambda t: (t, app.get("/api/search", params={"q": t, "limit": 10}).json()),
                                 TEXTS * 2))
     assert all(answer == alone[text] for text, answer in answers)
+
+
+def test_a_server_stacks_the_texts_that_arrive_together(library, monkeypatch):
+    """At start the server checks that stacked texts keep their lone bits here and from then on encodes a batch in
+    one product per weight; the answers are the ones each text gets alone."""
+    from indexer.model import numpy_text
+    from searchengine.server.app import create_app
+
+    alone = [Library.open(library).text_vector(t) for t in TEXTS]
+    lib = Library.open(library)
+    create_app(lib)
+    deadline = time.monotonic() + 60
+    while not lib._query_encoder().stacking and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lib._query_encoder().stacking
+    products: list[int] = []
+    real = numpy_text._matmuls
+    monkeypatch.setattr(numpy_text, "_matmuls", lambda xs, w: products.append(len(xs)) or real(xs, w))
+    together = lib.text_vectors(TEXTS)
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together))
+    assert set(products) == {1} and len(products) == 4 * lib._query_encoder()._numpy_text[0].meta.layers
