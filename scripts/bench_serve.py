@@ -4,14 +4,19 @@ and indexing throughput with thumbnails against without. The last line printed i
 - warm text query (limit 50, distinct texts), `similar`, cached thumbnail: p50/p95 over keep-alive HTTP, on a
   ViT-B-32 library grown to --images with synthetic embeddings (as bench_search does: query cost does not
   depend on where the vectors came from) whose paths are empty stub files;
-- --clients concurrent clients for --seconds (text / similar / thumbnail mix) while `searchengine index`
-  adds --add photos to the same library: errors, p50/p95, and whether every added photo is found by the end;
+- --clients concurrent clients for --seconds (text / similar / thumbnail mix, every text asked once) while
+  `searchengine index` adds --add photos to the same library: errors, p50/p95 overall and by kind, and whether
+  every added photo is found by the end;
 - first page in Chromium (Playwright, /usr/bin/chromium): from navigation to the paint of the last thumbnail on
   the screen (Element Timing), on a library of --browser-images real photos indexed with the same model;
 - `index` throughput with thumbnails / without (SEARCHENGINE_THUMBNAILS=0), bench_index's steady-state
   measure (4N - N images), runs interleaved to share the noise.
 
     .venv/bin/python scripts/bench_serve.py [--images 100000] [--seconds 60] [--browser-images 2000] [--n 24]
+                                            [--baseline CHECKOUT]
+
+--baseline: the server and indexer of another checkout, measured right before this tree's on the same library
+(latency and load figures prefixed baseline_).
 """
 from __future__ import annotations
 
@@ -83,14 +88,16 @@ def real_thumbnails(conn) -> list[str]:
     return urls
 
 
-def load_while_indexing(server: Server, library: Path, work: Path, clients: int, seconds: float, add: int) -> dict:
+def load_while_indexing(server: Server, library: Path, work: Path, clients: int, seconds: float, add: int,
+                        tree: Path | None = None) -> dict:
     folder = work / f"added-{int(time.time())}"
     added = benchlib.write_photos(folder, add, seed=int(time.time()) % 10000, size=benchlib.SMALL_PHOTO)
     conn = server.connection()
     ids = [h["id"] for h in json.loads(get(conn, "/api/search?q=a&limit=50")[1])["results"]]
     thumbs = real_thumbnails(conn)
     before = json.loads(get(conn, "/api/status")[1])["images"]
-    texts = query_texts(2000, seed=11)
+    # Every text request asks a text no one asked before (the server keeps recent texts' vectors for paging).
+    texts = benchlib.many_query_texts(clients * 1500, seed=int(time.time()))
     times: list[float] = []
     by_kind: dict[str, list[float]] = {"text": [], "similar": [], "thumbnail": []}
     errors: list[str] = []
@@ -101,7 +108,7 @@ def load_while_indexing(server: Server, library: Path, work: Path, clients: int,
         n = 0
         while time.monotonic() < stop:
             kind = (k + n) % 3
-            path = (f"/api/search?q={texts[(k * 97 + n) % len(texts)].replace(' ', '%20')}&limit=50" if kind == 0
+            path = (f"/api/search?q={texts[k * 1500 + n // 3 % 1500].replace(' ', '%20')}&limit=50" if kind == 0
                     else f"/api/images/{ids[n % len(ids)]}/similar?limit=50" if kind == 1 else thumbs[n % len(thumbs)])
             try:
                 times.append(timed(c, path))
@@ -114,7 +121,8 @@ def load_while_indexing(server: Server, library: Path, work: Path, clients: int,
         c.close()
 
     indexer = subprocess.Popen([*benchlib.SEARCHENGINE, "index", str(folder), "--library", str(library), "--json"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=benchlib.cli_env())
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=benchlib.cli_env(),
+                               cwd=tree or benchlib.ROOT)
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
     for t in threads:
         t.start()
@@ -220,6 +228,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=24, help="bench_index N for the thumbnail A/B (0 skips)")
     parser.add_argument("--rounds", type=int, default=2, help="A/B rounds")
     parser.add_argument("--work", type=Path, default=benchlib.WORK)
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="a checkout of an earlier commit (`git worktree add /tmp/before COMMIT`): its server (and "
+                             "indexer) measured right before this tree's on the same library, for the HTTP figures")
     return parser.parse_args(argv)
 
 
@@ -229,16 +240,18 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {"machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"}
     if args.images:
         library, _ = benchlib.grown_library(args.work, args.images, "serve", seed=1)
-        server = Server(library)
-        try:
-            result["library_images"] = args.images
-            result["latency"] = latencies(server, args.queries)
-            print("latency", json.dumps(result["latency"]), flush=True)
-            if args.seconds:
-                result["load"] = load_while_indexing(server, library, args.work, args.clients, args.seconds, args.add)
-                print("load", json.dumps(result["load"]), flush=True)
-        finally:
-            server.stop()
+        result["library_images"] = args.images
+        for prefix, tree in ([("baseline_", args.baseline)] if args.baseline else []) + [("", None)]:
+            server = Server(library, tree)
+            try:
+                result[prefix + "latency"] = latencies(server, args.queries)
+                print(prefix + "latency", json.dumps(result[prefix + "latency"]), flush=True)
+                if args.seconds:
+                    result[prefix + "load"] = load_while_indexing(server, library, args.work, args.clients,
+                                                                  args.seconds, args.add, tree)
+                    print(prefix + "load", json.dumps(result[prefix + "load"]), flush=True)
+            finally:
+                server.stop()
     if args.browser_images:
         library = benchlib.photo_library(args.work, args.browser_images)
         server = Server(library)

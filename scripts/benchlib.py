@@ -125,6 +125,24 @@ def query_texts(count: int, seed: int) -> list[str]:
     return texts
 
 
+WHEN = ("at dawn", "at noon", "at dusk", "at night", "in winter", "in spring", "in summer", "in autumn",
+        "in the rain", "in the fog", "in the snow", "on a sunny day")
+
+
+def many_query_texts(count: int, seed: int) -> list[str]:
+    """Up to 46,080 distinct queries (query_texts' with a time or weather: 6-11 words), for load tests that
+    must never ask the same text twice."""
+    rng = np.random.default_rng(seed)
+    seen: set[str] = set()
+    texts: list[str] = []
+    while len(texts) < count:
+        text = f"a {rng.choice(SUBJECTS)} {rng.choice(ACTIONS)} {rng.choice(PLACES)} {rng.choice(WHEN)}"
+        if text not in seen:
+            seen.add(text)
+            texts.append(text)
+    return texts
+
+
 # ---------------------------------------------------------------- photos
 
 PHOTO_SIZE = (4000, 3000)  # camera-sized
@@ -279,10 +297,12 @@ def with_child_cpu(run: Callable[[], T]) -> tuple[T, float, float]:
 class Server:
     """`searchengine serve --port 0` on a library, in a new process; stopped with Ctrl-C."""
 
-    def __init__(self, library: Path):
+    def __init__(self, library: Path, tree: Path | None = None):
+        """`tree`: serve that checkout's code instead (`python -m` imports from the cwd first)."""
         self.library = library
         self.proc = subprocess.Popen([*SEARCHENGINE, "serve", "--library", str(library), "--port", "0"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+                                     cwd=tree or ROOT)
         line = self.proc.stdout.readline()
         found = re.search(r"http://localhost:(\d+)/", line)
         if not found:
