@@ -316,3 +316,27 @@ def test_a_search_of_mapped_lists_reads_the_cells_it_probes_not_the_file(tmp_pat
     _, found = loaded.search_among(vectors[:1], 10, None)
     assert found[0][0] == 0
     assert page_cache.resident([path])[0] < size // 4, (page_cache.resident([path])[0], size)
+
+
+def test_lists_seen_in_memory_are_not_asked_about_again_until_the_memory_is_refreshed(data, tmp_path, monkeypatch):
+    """A server's warm searches: mincore (~20 us a list) only for lists not seen lately."""
+    from indexer.vectors import mapped
+
+    path = tmp_path / "vectors.idx"
+    _fresh(IVF_SQ8, data).save(path)
+    lists = VectorIndex.load(path)._mapped
+    asked: list[int] = []
+    real = mapped.MappedLists._cached
+    monkeypatch.setattr(mapped.MappedLists, "_cached", lambda self, a, n: asked.append(a) or real(self, a, n))
+    cells = np.array([0, 1, 2, 2, -1])
+    lists.will_need(cells)
+    first = len(asked)
+    assert first == sum(lists._bytes[c] > 0 for c in (0, 1, 2))
+    lists.will_need(cells)
+    lists.will_need(np.array([1]))
+    assert len(asked) == first
+    lists.will_need(np.array([3]))
+    assert len(asked) == first + (lists._bytes[3] > 0)
+    lists._known_since -= mapped.KNOWN_FOR_S + 1
+    lists.will_need(cells)
+    assert len(asked) == 2 * first + (lists._bytes[3] > 0)
