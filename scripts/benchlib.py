@@ -361,7 +361,8 @@ def write_videos(catalog: Catalog, paths: Sequence[bytes], vectors: np.ndarray, 
     """Video k = paths[k] with the moments vectors[k * per_video:(k + 1) * per_video] (consecutive SEGMENT_S-long
     moments, each shown by its middle frame), through Catalog.apply(BatchWrite(videos=...)), the product's own
     write path, about `chunk` moments per transaction."""
-    from indexer.catalog.records import BatchWrite, StoredSegment, StoredVideo, VideoFacts
+    from indexer.catalog.moves import StoredSegment
+    from indexer.catalog.records import BatchWrite, StoredVideo, VideoFacts
 
     facts = VideoFacts(duration_s=per_video * SEGMENT_S, fps=30.0, codec="h264")
     per_batch = max(1, chunk // per_video)

@@ -10,9 +10,13 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from indexer.catalog.moves import Reusable, ReusableVideo, find_reusable, find_reusable_video
+from typing import TYPE_CHECKING
+
 from indexer.catalog.records import Changes, FailedFile, KnownFile
-from indexer.images.metadata import METADATA_VERSION
+
+if TYPE_CHECKING:  # the index run's modules, imported where used: a search needs neither
+    from indexer.catalog.moves import Reusable, ReusableVideo
+    from indexer.catalog.store import Catalog
 
 # SQLite allows 32,766 host parameters per statement: other values go in chunks well below that. Integer ids go
 # as one JSON array per chunk (json_each), a single parameter: 20k ids in one statement instead of 23.
@@ -69,11 +73,15 @@ class CatalogReads:
     def reusable(self, content_hash: bytes) -> Reusable | None:
         """A stored embedding for this content, with the entry a moved file takes over (catalog_moves)."""
         with self.read() as conn:
+            from indexer.catalog.moves import find_reusable
+
             return find_reusable(conn, content_hash)
 
     def reusable_video(self, content_hash: bytes) -> ReusableVideo | None:
         """The segments already cut for this video content (a moved or copied video is not decoded again)."""
         with self.read() as conn:
+            from indexer.catalog.moves import find_reusable_video
+
             return find_reusable_video(conn, content_hash)
 
     # --- what queries and the vector index read ---------------------------------------------------------------
@@ -177,6 +185,8 @@ class CatalogReads:
 
     def rows_missing_metadata(self, root: bytes, chunk: int = 500) -> Iterator[list[tuple[int, bytes, int, int]]]:
         """(id, path, size, mtime_ns) of rows at or below folder `root` whose metadata is not read yet, by chunks."""
+        from indexer.images.metadata import METADATA_VERSION
+
         low, high = root.rstrip(b"/") + b"/", root.rstrip(b"/") + b"0"
         last = -1
         while True:
@@ -189,3 +199,10 @@ class CatalogReads:
                 return
             last = rows[-1][0]
             yield [(int(i), p, int(s), int(m)) for i, p, s, m in rows]
+
+
+def has_texts(catalog: "Catalog") -> bool:
+    """Whether any picture of the library has text (else a plain query skips the words entirely). Here, not in
+    texts.py, so that a search of a library without texts does not import the texts' module (~3 ms)."""
+    with catalog.read() as conn:
+        return bool(conn.exec_driver_sql("SELECT EXISTS (SELECT 1 FROM text_words)").scalar())

@@ -4,10 +4,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from indexer.catalog.moves import Claim, StoredSegment
-from indexer.images.metadata import ImageMetadata
+if TYPE_CHECKING:  # annotations only: a search need not import the index run's modules
+    from indexer.catalog.moves import Claim, StoredSegment
+    from indexer.images.metadata import ImageMetadata
 
 
 @dataclass

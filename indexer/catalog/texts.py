@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from indexer.catalog.reads import rows_in
+from indexer.catalog.reads import has_texts, rows_in  # noqa: F401 - has_texts is re-exported
 from indexer.catalog.store import Catalog
 
 if TYPE_CHECKING:  # the OCR modules are imported where text is stored or read back: a plain query needs neither
@@ -116,12 +116,6 @@ def remove_orphans(conn: Any) -> int:
         conn.exec_driver_sql("DELETE FROM text_glued WHERE rowid = ?", (text_id,))
         conn.exec_driver_sql("DELETE FROM texts WHERE id = ?", (text_id,))
     return len(gone)
-
-
-def has_texts(catalog: Catalog) -> bool:
-    """Whether any picture of the library has text (else a plain query skips the words entirely)."""
-    with catalog.read() as conn:
-        return bool(conn.exec_driver_sql("SELECT EXISTS (SELECT 1 FROM text_words)").scalar())
 
 
 def lines_for(catalog: Catalog, ids: list[int]) -> dict[int, list[TextLine]]:

@@ -9,14 +9,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from indexer.catalog.records import BatchWrite, StoredImage, folder_of
+
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
-from indexer.catalog.metadata import SET_METADATA, add_camera, metadata_values, write_metadata
-from indexer.catalog.moves import MOVED, forget_vanished, stash_removed, take_claim
-from indexer.catalog.records import BatchWrite, StoredImage, folder_of
-from indexer.catalog.videos import remove_path, store_video
-from indexer.images.metadata import METADATA_VERSION, ImageMetadata
+    from indexer.images.metadata import ImageMetadata
+
+# The modules of the writes themselves are imported where they are used: every reader (a `search` process) has
+# this class in its Catalog, and importing them cost ~7 ms of a query.
 
 
 class CatalogWrites:
@@ -24,12 +25,17 @@ class CatalogWrites:
 
     def forget_vanished(self) -> None:
         """End of a complete run: removed entries that no moved file claimed are dropped for good."""
+        from indexer.catalog.moves import forget_vanished
+
         with self.write() as conn:
             forget_vanished(conn)
 
     # --- writes ---------------------------------------------------------------------------------------------
     def apply(self, batch: BatchWrite) -> int:
         """Apply one batch atomically; returns its seq."""
+        from indexer.catalog.moves import stash_removed
+        from indexer.catalog.videos import remove_path, store_video
+
         with self.write() as conn:
             seq = int(conn.exec_driver_sql("SELECT value FROM meta WHERE key='seq'").scalar()) + 1
             conn.exec_driver_sql("UPDATE meta SET value=? WHERE key='seq'", (str(seq),))
@@ -56,6 +62,9 @@ class CatalogWrites:
     @staticmethod
     def _store(conn: "Connection", item: StoredImage, seq: int, now: float) -> int:
         """Insert or update; returns the change in the image count."""
+        from indexer.catalog.metadata import write_metadata
+        from indexer.catalog.moves import MOVED, take_claim
+
         new = conn.exec_driver_sql("SELECT 1 FROM images WHERE path=?", (item.path,)).fetchone() is None
         reuse_id = take_claim(conn, item.claim) if new else None
         blob = np.ascontiguousarray(item.embedding, dtype=np.float32).tobytes()
@@ -75,6 +84,9 @@ class CatalogWrites:
 
     def write_metadata_by_id(self, items: list[tuple[int, ImageMetadata]]) -> None:
         """Fill in metadata of existing rows in one transaction; seq is untouched (embeddings did not change)."""
+        from indexer.catalog.metadata import SET_METADATA, add_camera, metadata_values
+        from indexer.images.metadata import METADATA_VERSION
+
         if not items:
             return
         with self.write() as conn:

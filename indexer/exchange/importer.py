@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 
 from indexer.catalog.exchange import held_paths
-from indexer.catalog.records import StoredSegment, StoredVideo, VideoFacts
+from indexer.catalog.moves import StoredSegment
+from indexer.catalog.records import StoredVideo, VideoFacts
 from indexer.catalog.store import BatchWrite, Catalog, StoredImage
 from indexer.errors import ModelMismatchError, SearchEngineError
 from indexer.exchange.export import META_PREFIX, import_pyarrow

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from indexer.catalog.records import StoredSegment, StoredVideo
+from indexer.catalog.moves import StoredSegment
+from indexer.catalog.records import StoredVideo
 from indexer.images.decode import normalise_crops
 from indexer.images.thumbnails import frame_cache_key, store_thumbnail_bytes
 from indexer.video.segments import cut_segments

@@ -10,7 +10,7 @@ import numpy as np
 from indexer.catalog.images import ImageRecord, embedding_of, metadata_for, moments_of, record, records
 from indexer.catalog.matching import newest
 from indexer.catalog.store import Catalog
-from indexer.catalog.texts import has_texts
+from indexer.catalog.reads import has_texts
 from indexer.errors import ImageNotFoundError, QueryError
 from indexer.pipeline.scan import absolute
 from searchengine.query.details import ImageDetails, camera_text, taken_at_text
