@@ -43,8 +43,8 @@ def background(sample_scores: np.ndarray, library_size: int) -> Background:
     scores = np.asarray(sample_scores, dtype=np.float64)
     if not len(scores):
         return Background(0.0, MIN_SPREAD, -np.inf)
-    centre = float(np.median(scores))
-    spread = max(MAD_TO_SIGMA * float(np.median(np.abs(scores - centre))), MIN_SPREAD)
+    centre = _median(scores)
+    spread = max(MAD_TO_SIGMA * _median(np.abs(scores - centre)), MIN_SPREAD)
     k = max(K_MIN, NormalDist().inv_cdf(1.0 - TAIL / max(library_size, 1)))
     return Background(centre, spread, centre + k * spread)
 
@@ -75,3 +75,11 @@ def cut(hits: list, query: np.ndarray, catalog, min_score: float | None = None, 
         bg = background(sample @ np.asarray(query, np.float32).reshape(dim), catalog.image_count())
         hits = hits[:keep_count([h.score for h in hits], bg)]
     return hits
+
+
+def _median(values: np.ndarray) -> float:
+    """np.median of a 1-D array, computed as it does (the mean of the middle one or two of the sorted values),
+    without its NaN check, which imports numpy.ma (~12 ms of a new process's query)."""
+    ordered = np.sort(values.ravel())
+    middle = len(ordered) // 2
+    return float(np.mean(ordered[middle - 1:middle + 1] if len(ordered) % 2 == 0 else ordered[middle:middle + 1]))

@@ -78,3 +78,14 @@ def test_the_gap_rule_cuts_the_tail_off_the_standouts():
     close = [bg.threshold + (GAP + 0.5) * bg.spread, bg.threshold + 1.5 * bg.spread, bg.threshold + 0.2 * bg.spread]
     assert keep_count(standouts[-1:] + close, bg) == 4
     assert keep_count([bg.threshold - 1e-6], bg) == 0
+
+
+def test_the_median_is_numpys_to_the_last_bit():
+    """cutoff's own median (numpy's imports numpy.ma for its NaN check) gives np.median's very values."""
+    from searchengine.query.cutoff import _median
+
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 3, 10, 11, 200, 201, 1000, 1001):
+        for dtype in (np.float32, np.float64):
+            values = rng.standard_normal(n).astype(dtype)
+            assert _median(values) == float(np.median(values))
