@@ -5,8 +5,9 @@ and indexing throughput with thumbnails against without. The last line printed i
   ViT-B-32 library grown to --images with synthetic embeddings (as bench_search does: query cost does not
   depend on where the vectors came from) whose paths are empty stub files;
 - --clients concurrent clients for --seconds (text / similar / thumbnail mix, every text asked once) while
-  `searchengine index` adds --add photos to the same library: errors, p50/p95 overall and by kind, and whether
-  every added photo is found by the end;
+  `searchengine index` adds --add photos to the same library: errors, p50/p95 overall and by kind, whether
+  every added photo is found by the end, the CPU seconds of server and clients, and the indexer's images/s
+  under the load and alone (--add other photos just before, no queries);
 - first page in Chromium (Playwright, /usr/bin/chromium): from navigation to the paint of the last thumbnail on
   the screen (Element Timing), on a library of --browser-images real photos indexed with the same model;
 - `index` throughput with thumbnails / without (SEARCHENGINE_THUMBNAILS=0), bench_index's steady-state
@@ -120,6 +121,8 @@ def load_while_indexing(server: Server, library: Path, work: Path, clients: int,
             n += 1
         c.close()
 
+    alone = index_alone(library, work, add, tree)
+    server_cpu, bench_cpu = cpu_seconds(server.proc.pid), sum(os.times()[:2])
     indexer = subprocess.Popen([*benchlib.SEARCHENGINE, "index", str(folder), "--library", str(library), "--json"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=benchlib.cli_env(),
                                cwd=tree or benchlib.ROOT)
@@ -128,6 +131,7 @@ def load_while_indexing(server: Server, library: Path, work: Path, clients: int,
         t.start()
     for t in threads:
         t.join()
+    server_cpu, bench_cpu = cpu_seconds(server.proc.pid) - server_cpu, sum(os.times()[:2]) - bench_cpu
     out, err = indexer.communicate(timeout=1800)
     conn.close()
     conn = server.connection()  # the first one idled past the keep-alive timeout
@@ -142,9 +146,31 @@ def load_while_indexing(server: Server, library: Path, work: Path, clients: int,
     return {"clients": clients, "seconds": seconds, "requests": len(times), "errors": len(errors),
             "error_samples": errors[:3], **percentiles(times),
             "by_kind": {kind: percentiles(values) for kind, values in by_kind.items() if values},
+            "cpu_s": {"server": round(server_cpu, 1), "clients": round(bench_cpu, 1), "of": round(seconds * os.cpu_count())},
+            "index_alone_images_per_s": alone,
             "index_rc": indexer.returncode,
             "index_report": json.loads(out.strip().splitlines()[-1]) if indexer.returncode == 0 else err[-300:],
             "added": add, "found_by_end": found, "images_before": before, "images_after": after}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (/proc; 0 where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def index_alone(library: Path, work: Path, add: int, tree: Path | None) -> float | None:
+    """The indexer's images/s adding `add` photos with no queries arriving (the bar the load run is held to)."""
+    if not add:
+        return None
+    folder = work / f"alone-{int(time.time())}"
+    benchlib.write_photos(folder, add, seed=int(time.time()) % 10000 + 1, size=benchlib.SMALL_PHOTO)
+    done = subprocess.run([*benchlib.SEARCHENGINE, "index", str(folder), "--library", str(library), "--json"],
+                          capture_output=True, text=True, env=benchlib.cli_env(), cwd=tree or benchlib.ROOT)
+    return json.loads(done.stdout.strip().splitlines()[-1])["images_per_s"] if done.returncode == 0 else None
 
 
 def _multipart(data: bytes) -> tuple[bytes, str]:
