@@ -6,7 +6,7 @@ and indexing throughput with thumbnails against without. The last line printed i
   depend on where the vectors came from) whose paths are empty stub files;
 - --clients concurrent clients for --seconds (text / similar / thumbnail mix, every text asked once) while
   `searchengine index` adds --add photos to the same library: errors, p50/p95 overall and by kind, whether
-  every added photo is found by the end, the CPU seconds of server and clients, and the indexer's images/s
+  every added photo is found by the end, the CPU seconds of server (with its text encoder process) and clients, and the indexer's images/s
   under the load and alone (--add other photos just before, no queries);
 - first page in Chromium (Playwright, /usr/bin/chromium): from navigation to the paint of the last thumbnail on
   the screen (Element Timing), on a library of --browser-images real photos indexed with the same model;
@@ -154,12 +154,17 @@ def load_while_indexing(server: Server, library: Path, work: Path, clients: int,
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used so far (/proc; 0 where there is none)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds a process and its running children (the server's text encoder) have used so far
+    (/proc; 0 where there is none)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):  # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def index_alone(library: Path, work: Path, add: int, tree: Path | None) -> float | None:

@@ -7,6 +7,7 @@ The library is benchlib.grown_library (the one bench_search's CLI figures use): 
 generated photos with the random ViT-B-32, grown to --images rows of synthetic embeddings.
 
     .venv/bin/python scripts/profile_query.py [--images 100000] [--runs 7] [--image] [--baseline CHECKOUT]
+                                              [--in-process N]
 
 --baseline: a checkout of an earlier commit (`git worktree add /tmp/before COMMIT`), whose new-process queries are
 timed interleaved with this tree's, warm and cold, on the same library: the before/after of a change in one run.
@@ -57,6 +58,38 @@ def side_by_side(baseline: Path, files: dict[str, list[Path]], query, common: li
     return {key: round(statistics.median(values), 3) for key, values in walls.items()}
 
 
+IN_PROCESS = """
+import json, sys, time
+from searchengine import Library
+library = Library.open(sys.argv[1])
+texts = json.loads(sys.argv[2])
+library.search(text="warm-up " + texts[0], limit=int(sys.argv[3]))
+times = []
+for text in texts:
+    started = time.perf_counter()
+    library.search(text=text, limit=int(sys.argv[3]))
+    times.append(1000 * (time.perf_counter() - started))
+print(json.dumps(times))
+"""
+
+
+def in_process(library: Path, trees: dict[str, Path | None], count: int, limit: int = 20,
+               rounds: int = 3) -> dict[str, dict[str, float]]:
+    """p50/p95 ms of `Library.search(text=..., limit=20)` in a warm process (after one query), each tree in a process
+    of its own, `rounds` rounds interleaved, a different text every query (no two the same across trees either)."""
+    texts = benchlib.query_texts(len(trees) * rounds * count, int(time.time()) + 1)
+    times: dict[str, list[float]] = {name: [] for name in trees}
+    for r in range(rounds):
+        for t, (name, tree) in enumerate(trees.items()):
+            chunk = texts[(r * len(trees) + t) * count:(r * len(trees) + t + 1) * count]
+            done = subprocess.run([benchlib.SEARCHENGINE[0], "-c", IN_PROCESS, str(library), json.dumps(chunk),
+                                   str(limit)], capture_output=True, text=True, env=benchlib.cli_env(),
+                                  check=True, cwd=tree or benchlib.ROOT)
+            times[name] += json.loads(done.stdout.strip().splitlines()[-1])
+    return {name: {"p50_ms": round(statistics.median(v), 2), "p95_ms": round(sorted(v)[int(0.95 * (len(v) - 1))], 2),
+                   "n": len(v)} for name, v in times.items()}
+
+
 def steps_of(done: subprocess.CompletedProcess) -> dict[str, float]:
     for line in reversed(done.stderr.splitlines()):
         if line.startswith('{"profile_ms"'):
@@ -101,6 +134,9 @@ def main() -> None:
     parser.add_argument("--image", action="store_true", help="profile an image query of an indexed file instead")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="a checkout of an earlier commit: its queries are timed too, interleaved with these")
+    parser.add_argument("--in-process", type=int, default=0, metavar="N",
+                        help="also time N text queries in a warm process (Library.search, limit 20) per round, three "
+                             "rounds, interleaved with --baseline's: in_process p50/p95")
     args = parser.parse_args()
     library, photos = benchlib.grown_library(benchlib.WORK, args.images, "query")
     texts = benchlib.query_texts(5 * args.runs + 3, int(time.time()))
@@ -129,6 +165,9 @@ def main() -> None:
     if args.baseline is not None:
         figures["side_by_side"] = {"baseline": str(args.baseline), **side_by_side(
             args.baseline, files, query, common, args.runs, 2 * args.runs + 4)}
+    if args.in_process:
+        trees = {"now": None, **({"baseline": args.baseline} if args.baseline is not None else {})}
+        figures["in_process"] = in_process(library, trees, args.in_process)
     for key, value in figures.items():
         if isinstance(value, dict):
             print(f"{key}:")

@@ -137,6 +137,10 @@ class LibrarySearch(_Host):
         each under load) where this machine's BLAS allows it; what a server calls once at start."""
         return self._query_encoder().stack_texts()
 
+    def texts_on_numpy(self) -> bool:
+        """Whether text queries are answered by the numpy export (checked), not torch, in this process so far."""
+        return self._query_encoder().on_numpy
+
     def image(self, image_id: int) -> ImageRecord | None:
         """The catalog's record of one image (path, size, mtime, hash, indexed-at and its metadata)."""
         return record(self._readable_catalog(), image_id=image_id)

@@ -52,6 +52,11 @@ class QueryEncoder:
         """Whether texts encoded together now share one product per weight (stack_texts)."""
         return self._numpy_text is not None and self._numpy_text[0].stacking
 
+    @property
+    def on_numpy(self) -> bool:
+        """Whether the numpy export is loaded, checked and in use (no fallback to torch)."""
+        return self._numpy_text is not None and self.fallback_reason is None
+
     def stack_texts(self) -> bool:
         """From now on, texts encoded together share one product per weight where that gives each its lone bits
         here (NumpyTextEncoder.enable_stacking: a server's concurrent queries then cost about half as much each).

@@ -21,7 +21,7 @@ __all__ = ["ServerConfig", "WatchState", "create_app"]
 def create_app(library: Library, config: ServerConfig | None = None, watch: WatchState | None = None) -> Guard:
     """The ASGI app: FastAPI routes behind the Host/token guard and the safety headers."""
     config = config or ServerConfig()
-    backend = Backend(library, watch or WatchState())
+    backend = Backend(library, watch or WatchState(), text_process=config.text_process)
     app = FastAPI(title="searchengine", version="1", docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None,
                   default_response_class=AsciiJSONResponse)
     add_error_handlers(app)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from indexer.catalog.images import ImageRecord
 from indexer.errors import ImageNotFoundError
@@ -14,6 +14,9 @@ from searchengine.library.api import Library, SearchHit
 from searchengine.query.filters import SearchFilters
 from searchengine.server import media
 from searchengine.server.batching import TextBatcher
+
+if TYPE_CHECKING:
+    from searchengine.server.encoder import EncoderProcess
 
 TEXT_VECTORS_KEPT = 256
 
@@ -23,6 +26,7 @@ class ServerConfig:
     max_upload_bytes: int = 20 << 20
     token: Optional[str] = None
     loopback: bool = True
+    text_process: bool = False  # encode texts in a child process (searchengine.server.encoder); `serve` does
 
 
 @dataclass
@@ -48,18 +52,32 @@ class Backend:
     cache_lock: threading.Lock = field(default_factory=threading.Lock)
     dims: media.Dimensions = field(default_factory=media.Dimensions)
     texts: "OrderedDict[str, object]" = field(default_factory=OrderedDict)
+    text_process: bool = False
+    encoder: "EncoderProcess | None" = None
 
     def __post_init__(self) -> None:
         self.batcher = TextBatcher(self._encode_texts)
         # Loads the text tower and checks that stacked texts keep their lone bits, off the first request's path.
-        threading.Thread(target=self._stack_texts, name="text-stacking", daemon=True).start()
+        threading.Thread(target=self._prepare_texts, name="text-stacking", daemon=True).start()
 
-    def _stack_texts(self) -> None:
+    def _prepare_texts(self) -> None:
         try:
             with self.encode_lock:
                 self.library.stack_texts()
+            if self.text_process and self.library.texts_on_numpy():  # a child with torch would cost ~1 GB
+                from searchengine.server.encoder import READY_TIMEOUT_S, EncoderProcess
+
+                encoder = EncoderProcess(self.library.folder)
+                if encoder.wait_ready(READY_TIMEOUT_S):
+                    self.encoder = encoder
+                else:
+                    encoder.close()
         except Exception:  # noqa: BLE001 - a warm-up: the first query meets and reports any real problem
             pass
+
+    def close(self) -> None:
+        if self.encoder is not None:
+            self.encoder.close()
 
     def text_vector(self, text: str):
         """The query vector of a text; the page asks again for each further page of a search, so keep a few.
@@ -77,6 +95,10 @@ class Backend:
         return vector
 
     def _encode_texts(self, texts: list[str]) -> list:
+        if self.encoder is not None:
+            rows = self.encoder.encode(texts)
+            if rows is not None:
+                return rows
         with self.encode_lock:  # the model and the query encoder serve one caller at a time
             return self.library.text_vectors(texts)
 

@@ -90,3 +90,58 @@ def test_a_server_stacks_the_texts_that_arrive_together(library, monkeypatch):
     together = lib.text_vectors(TEXTS)
     assert all(np.array_equal(a, b) for a, b in zip(alone, together))
     assert set(products) == {1} and len(products) == 4 * lib._query_encoder()._numpy_text[0].meta.layers
+
+
+def _backend_with_child(library):
+    from searchengine.server.backend import Backend
+
+    backend = Backend(Library.open(library), text_process=True)
+    deadline = time.monotonic() + 120
+    while backend.encoder is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert backend.encoder is not None, "the text encoder process did not start"
+    return backend
+
+
+def test_a_server_encodes_texts_in_a_child_process_with_the_bits_they_get_alone(library, monkeypatch):
+    """`serve` encodes texts in a child (no GIL shared with the request threads); same code, same bits."""
+    import os
+
+    alone = [Library.open(library).text_vector(t) for t in TEXTS]
+    backend = _backend_with_child(library)
+    try:
+        assert backend.encoder.pid != os.getpid()
+        monkeypatch.setattr(backend.library, "text_vectors", lambda texts: pytest.fail("encoded in the server"))
+        together = backend._encode_texts(TEXTS)
+        assert all(np.array_equal(a, b) for a, b in zip(alone, together))
+        assert np.array_equal(backend.batcher.vector("a photo of snow"), alone[TEXTS.index("a photo of snow")])
+    finally:
+        backend.close()
+
+
+def test_when_the_child_is_gone_the_server_encodes_in_its_own_process(library):
+    import os
+    import signal
+
+    alone = [Library.open(library).text_vector(t) for t in TEXTS]
+    backend = _backend_with_child(library)
+    os.kill(backend.encoder.pid, signal.SIGKILL)
+    together = backend._encode_texts(TEXTS)
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together))
+    assert backend.encoder.encode(TEXTS) is None  # given up: no further tries at a dead pipe
+
+
+def test_the_child_ends_when_the_server_lets_it_go(library):
+    import os
+
+    backend = _backend_with_child(library)
+    pid = backend.encoder.pid
+    backend.encoder._proc.stdin.close()  # what the server's exit does to the pipe
+    backend.encoder._proc.wait(30)
+    assert backend.encoder._proc.returncode == 0
+    try:
+        os.kill(pid, 0)
+        gone = False
+    except ProcessLookupError:
+        gone = True
+    assert gone

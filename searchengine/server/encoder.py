@@ -1,0 +1,140 @@
+"""The server's text encoding in a process of its own, so that it does not share the server's GIL.
+
+Under load the server's request threads (routing, JSON, searches) and the text tower took turns at one GIL: the
+tower hands it back and takes it again around each of its ~500 numpy calls a batch, and each time waited behind
+the others (measured here, 16 clients: a batch of 8 texts took ~300 ms in the server against ~90 ms alone, and the
+server used one of the two cores). The child runs the same code (`Library.text_vectors`, stacking checked as in
+the server) on the same machine, so a text gets the very bits it gets in the server's own process or a CLI.
+
+Protocol on the child's stdin/stdout: a request is a 4-byte length and a JSON list of texts; the answer is b"V" and
+n x dim float32 rows, or b"E" and a 4-byte length and a UTF-8 message. The child writes b"R" once it is ready and
+ends when its stdin closes (the server exited or gave it up). Ready is b"R" and the embedding's dimension (4 bytes). Any failure: the server encodes in its own process.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import BinaryIO, Sequence
+
+import numpy as np
+
+READY_TIMEOUT_S = 120.0
+
+
+class EncoderProcess:
+    """A child that encodes texts for the server; `encode` returns None whenever it cannot (not ready, gone)."""
+
+    def __init__(self, folder: Path):
+        self.dim = 0
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._dead = False
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "searchengine.server.encoder", os.fspath(folder)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)  # Ctrl-C is the server's to handle
+        threading.Thread(target=self._await_ready, name="text-encoder-start", daemon=True).start()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._ready.wait(timeout) and not self._dead
+
+    def _await_ready(self) -> None:
+        try:
+            if self._proc.stdout.read(1) == b"R":
+                (self.dim,) = struct.unpack("<I", _read_exactly(self._proc.stdout, 4))
+                self._ready.set()
+                return
+        except (OSError, ValueError):
+            pass
+        self._give_up()
+        self._ready.set()
+
+    def encode(self, texts: Sequence[str]) -> list[np.ndarray] | None:
+        if not self._ready.is_set() or self._dead:
+            return None
+        request = json.dumps(list(texts)).encode("utf-8")
+        with self._lock:
+            try:
+                self._proc.stdin.write(struct.pack("<I", len(request)) + request)
+                self._proc.stdin.flush()
+                kind = self._proc.stdout.read(1)
+                if kind == b"V":
+                    rows = np.frombuffer(_read_exactly(self._proc.stdout, 4 * self.dim * len(texts)), np.float32)
+                    return list(rows.reshape(len(texts), self.dim))
+                if kind == b"E":
+                    (length,) = struct.unpack("<I", _read_exactly(self._proc.stdout, 4))
+                    _read_exactly(self._proc.stdout, length)  # the child's own error: the server's encoding says it
+                    return None
+            except (OSError, ValueError):
+                pass
+        self._give_up()
+        return None
+
+    def _give_up(self) -> None:
+        self._dead = True
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self._proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self._proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+    data = stream.read(size)
+    if len(data) != size:
+        raise ValueError("the text encoder's answer was cut short")
+    return data
+
+
+def serve_requests(folder: Path, requests: BinaryIO, answers: BinaryIO) -> None:
+    """The child's loop: encode each request with the library's text path until `requests` ends."""
+    from searchengine.library.api import Library
+
+    library = Library.open(folder)
+    library.stack_texts()
+    answers.write(b"R" + struct.pack("<I", len(library.text_vector("a photo"))))
+    answers.flush()
+    while True:
+        head = requests.read(4)
+        if len(head) < 4:
+            return
+        (length,) = struct.unpack("<I", head)
+        try:
+            texts = json.loads(_read_exactly(requests, length).decode("utf-8"))
+            rows = np.stack(library.text_vectors(texts)).astype(np.float32, copy=False)
+            answer = b"V" + rows.tobytes()
+        except Exception as exc:  # noqa: BLE001 - reported to the server, which then encodes in its own process
+            message = f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")
+            answer = b"E" + struct.pack("<I", len(message)) + message
+        answers.write(answer)
+        answers.flush()
+
+
+def main() -> None:
+    from indexer.cpu import pin_blas_to_one_thread
+
+    pin_blas_to_one_thread()  # as a CLI query: the tower's own two-way split, no BLAS threads
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    sys.stdout = sys.stderr  # nothing else may write to the answers
+    try:
+        serve_requests(Path(sys.argv[1]), sys.stdin.buffer, answers)
+    except (KeyboardInterrupt, BrokenPipeError):
+        pass
+
+
+if __name__ == "__main__":
+    main()
