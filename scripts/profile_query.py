@@ -172,7 +172,7 @@ def main() -> None:
         if isinstance(value, dict):
             print(f"{key}:")
             for name, amount in value.items():
-                print(f"  {amount:>10}  {name}")
+                print(f"  {json.dumps(amount) if isinstance(amount, dict) else amount:>10}  {name}")
         else:
             print(f"{key}: {value}")
     print(json.dumps(figures))
