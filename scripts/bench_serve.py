@@ -6,8 +6,8 @@ and indexing throughput with thumbnails against without. The last line printed i
   depend on where the vectors came from) whose paths are empty stub files;
 - --clients concurrent clients for --seconds (text / similar / thumbnail mix, every text asked once) while
   `searchengine index` adds --add photos to the same library: errors, p50/p95 overall and by kind, whether
-  every added photo is found by the end, the CPU seconds of server (with its text encoder process) and clients, and the indexer's images/s
-  under the load and alone (--add other photos just before, no queries);
+  every added photo is found by the end, the CPU seconds of server (with its text encoder process) and clients,
+  and the indexer's images/s under the load and alone (--add other photos just before, no queries);
 - first page in Chromium (Playwright, /usr/bin/chromium): from navigation to the paint of the last thumbnail on
   the screen (Element Timing), on a library of --browser-images real photos indexed with the same model;
 - `index` throughput with thumbnails / without (SEARCHENGINE_THUMBNAILS=0), bench_index's steady-state
@@ -146,7 +146,8 @@ def load_while_indexing(server: Server, library: Path, work: Path, clients: int,
     return {"clients": clients, "seconds": seconds, "requests": len(times), "errors": len(errors),
             "error_samples": errors[:3], **percentiles(times),
             "by_kind": {kind: percentiles(values) for kind, values in by_kind.items() if values},
-            "cpu_s": {"server": round(server_cpu, 1), "clients": round(bench_cpu, 1), "of": round(seconds * os.cpu_count())},
+            "cpu_s": {"server": round(server_cpu, 1), "clients": round(bench_cpu, 1),
+                      "of": round(seconds * os.cpu_count())},
             "index_alone_images_per_s": alone,
             "index_rc": indexer.returncode,
             "index_report": json.loads(out.strip().splitlines()[-1]) if indexer.returncode == 0 else err[-300:],

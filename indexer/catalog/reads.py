@@ -16,7 +16,6 @@ from indexer.catalog.records import Changes, FailedFile, KnownFile
 
 if TYPE_CHECKING:  # the index run's modules, imported where used: a search needs neither
     from indexer.catalog.moves import Reusable, ReusableVideo
-    from indexer.catalog.store import Catalog
 
 # SQLite allows 32,766 host parameters per statement: other values go in chunks well below that. Integer ids go
 # as one JSON array per chunk (json_each), a single parameter: 20k ids in one statement instead of 23.
@@ -201,8 +200,8 @@ class CatalogReads:
             yield [(int(i), p, int(s), int(m)) for i, p, s, m in rows]
 
 
-def has_texts(catalog: "Catalog") -> bool:
-    """Whether any picture of the library has text (else a plain query skips the words entirely). Here, not in
-    texts.py, so that a search of a library without texts does not import the texts' module (~3 ms)."""
+def has_texts(catalog: CatalogReads) -> bool:
+    """Whether any picture of the library (a Catalog) has text (else a plain query skips the words entirely).
+    Here, not in texts.py, so that a search of a library without texts does not import the texts' module (~3 ms)."""
     with catalog.read() as conn:
         return bool(conn.exec_driver_sql("SELECT EXISTS (SELECT 1 FROM text_words)").scalar())

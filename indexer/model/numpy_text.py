@@ -245,8 +245,9 @@ class NumpyTextEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         # A product is one text's rows, or every text's stacked (by length, so equal lengths share attention calls).
         pools = pool_positions(ids)
-        order = sorted(range(len(ids)), key=lambda n: pools[n]) if self.stacking else list(range(len(ids)))
-        units = [order] if self.stacking else [[n] for n in order]
+        stacked = self.stacking and truncate  # all 77 positions are not whole row blocks: no stacking for them
+        order = sorted(range(len(ids)), key=lambda n: pools[n]) if stacked else list(range(len(ids)))
+        units = [order] if stacked else [[n] for n in order]
         xs, plans = zip(*(self._start([(ids[n], int(pools[n])) for n in unit], truncate) for unit in units))
         xs = list(xs)
         for weights in self._layers:

@@ -6,9 +6,10 @@ the others (measured here, 16 clients: a batch of 8 texts took ~300 ms in the se
 server used one of the two cores). The child runs the same code (`Library.text_vectors`, stacking checked as in
 the server) on the same machine, so a text gets the very bits it gets in the server's own process or a CLI.
 
-Protocol on the child's stdin/stdout: a request is a 4-byte length and a JSON list of texts; the answer is b"V" and
-n x dim float32 rows, or b"E" and a 4-byte length and a UTF-8 message. The child writes b"R" once it is ready and
-ends when its stdin closes (the server exited or gave it up). Ready is b"R" and the embedding's dimension (4 bytes). Any failure: the server encodes in its own process.
+Protocol on the child's stdin/stdout: once ready, the child writes b"R" and the embedding's dimension (4 bytes); a
+request is a 4-byte length and a JSON list of texts; the answer is b"V" and n x dim float32 rows, or b"E" and a
+4-byte length and a UTF-8 message. The child ends when its stdin closes (the server exited or gave it up). On any
+failure the server encodes in its own process.
 """
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
+import indexer.catalog.metadata as catalog_metadata
 import indexer.catalog.store as catalog_module
-import indexer.catalog.writes as catalog_writes
 import indexer.pipeline.metadata_fill as metadata_fill
 from helpers.catalog import catalog_query, raw_sqlite
 from helpers.cli import run
@@ -233,7 +233,8 @@ def test_a_catalog_from_before_the_migration_is_upgraded_and_filled(folder, tiny
     with monkeypatch.context() as patch:
         # the schema of that time, but for the steps today's code cannot run without (video segments)
         patch.setattr(catalog_module, "MIGRATIONS", [m for m in MIGRATIONS if m[0] < "004" or m[0] >= "007"])
-        patch.setattr(catalog_writes, "write_metadata", lambda *args: None)  # the code of that time
+        # the code of that time (the writes import it where they use it)
+        patch.setattr(catalog_metadata, "write_metadata", lambda *args: None)
         patch.setattr(metadata_fill, "fill_missing_metadata", lambda *args: 0)
         index(folder, tiny_model_name)
     summary = index(folder)
