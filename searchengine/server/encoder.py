@@ -130,7 +130,8 @@ def main() -> None:
 
     pin_blas_to_one_thread()  # as a CLI query: the tower's own two-way split, no BLAS threads
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-    sys.stdout = sys.stderr  # nothing else may write to the answers
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # nothing else may write to the answers: not even C code
+    sys.stdout = sys.stderr
     try:
         serve_requests(Path(sys.argv[1]), sys.stdin.buffer, answers)
     except (KeyboardInterrupt, BrokenPipeError):

@@ -145,3 +145,41 @@ def test_the_child_ends_when_the_server_lets_it_go(library):
     except ProcessLookupError:
         gone = True
     assert gone
+
+
+def test_output_the_child_did_not_mean_for_the_server_does_not_reach_its_answers(library):
+    """A C library printing to the child's stdout (fd 1) would corrupt the protocol: fd 1 goes to stderr there."""
+    import json
+    import struct
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    code = (
+        "import os, sys\n"
+        "from searchengine.server import encoder\n"
+        "real = encoder.serve_requests\n"
+        "def noisy(folder, requests, answers):\n"
+        "    os.write(1, b'stray output from C code\\n')\n"
+        "    real(folder, requests, answers)\n"
+        "encoder.serve_requests = noisy\n"
+        f"sys.argv = ['encoder', {str(library)!r}]\n"
+        "encoder.main()\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, cwd=REPO)
+    try:
+        assert child.stdout.read(1) == b"R"
+        (dim,) = struct.unpack("<I", child.stdout.read(4))
+        request = json.dumps(TEXTS[:2]).encode()
+        child.stdin.write(struct.pack("<I", len(request)) + request)
+        child.stdin.flush()
+        assert child.stdout.read(1) == b"V"
+        rows = np.frombuffer(child.stdout.read(4 * dim * 2), np.float32).reshape(2, dim)
+    finally:
+        child.stdin.close()
+        child.wait(30)
+    alone = [Library.open(library).text_vector(t) for t in TEXTS[:2]]
+    assert np.array_equal(rows[0], alone[0]) and np.array_equal(rows[1], alone[1])
+    assert b"stray output" in child.stderr.read()
