@@ -9,26 +9,30 @@ the server) on the same machine, so a text gets the very bits it gets in the ser
 Protocol on the child's stdin/stdout: once ready, the child writes b"R" and the embedding's dimension (4 bytes); a
 request is a 4-byte length and a JSON list of texts; the answer is b"V" and n x dim float32 rows, or b"E" and a
 4-byte length and a UTF-8 message. The child ends when its stdin closes (the server exited or gave it up). On any
-failure the server encodes in its own process.
+failure (the child gone, cut short, or silent for ANSWER_TIMEOUT_S) the server encodes in its own process. POSIX
+only (select on pipes); elsewhere `serve` encodes in its own process.
 """
 from __future__ import annotations
 
 import json
 import os
+import select
 import struct
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import BinaryIO, Sequence
 
 import numpy as np
 
 READY_TIMEOUT_S = 120.0
+ANSWER_TIMEOUT_S = 30.0  # a batch of 32 texts takes ~0.5 s: a child this late is stuck, and is killed
 
 
 class EncoderProcess:
-    """A child that encodes texts for the server; `encode` returns None whenever it cannot (not ready, gone)."""
+    """A child that encodes texts for the server; `encode` returns None whenever it cannot (not ready, gone, stuck)."""
 
     def __init__(self, folder: Path):
         self.dim = 0
@@ -36,7 +40,7 @@ class EncoderProcess:
         self._ready = threading.Event()
         self._dead = False
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "searchengine.server.encoder", os.fspath(folder)],
+            [sys.executable, "-m", "searchengine.server.encoder", os.fspath(folder)], bufsize=0,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)  # Ctrl-C is the server's to handle
         threading.Thread(target=self._await_ready, name="text-encoder-start", daemon=True).start()
 
@@ -49,8 +53,8 @@ class EncoderProcess:
 
     def _await_ready(self) -> None:
         try:
-            if self._proc.stdout.read(1) == b"R":
-                (self.dim,) = struct.unpack("<I", _read_exactly(self._proc.stdout, 4))
+            if self._read(1, READY_TIMEOUT_S) == b"R":
+                (self.dim,) = struct.unpack("<I", self._read(4, ANSWER_TIMEOUT_S))
                 self._ready.set()
                 return
         except (OSError, ValueError):
@@ -64,23 +68,44 @@ class EncoderProcess:
         request = json.dumps(list(texts)).encode("utf-8")
         with self._lock:
             try:
-                self._proc.stdin.write(struct.pack("<I", len(request)) + request)
-                self._proc.stdin.flush()
-                kind = self._proc.stdout.read(1)
+                self._write(struct.pack("<I", len(request)) + request)
+                kind = self._read(1, ANSWER_TIMEOUT_S)
                 if kind == b"V":
-                    rows = np.frombuffer(_read_exactly(self._proc.stdout, 4 * self.dim * len(texts)), np.float32)
+                    rows = np.frombuffer(self._read(4 * self.dim * len(texts), ANSWER_TIMEOUT_S), np.float32)
                     return list(rows.reshape(len(texts), self.dim))
                 if kind == b"E":
-                    (length,) = struct.unpack("<I", _read_exactly(self._proc.stdout, 4))
-                    _read_exactly(self._proc.stdout, length)  # the child's own error: the server's encoding says it
+                    (length,) = struct.unpack("<I", self._read(4, ANSWER_TIMEOUT_S))
+                    self._read(length, ANSWER_TIMEOUT_S)  # the child's own error: the server's encoding says it
                     return None
-            except (OSError, ValueError):
+            except (OSError, ValueError):  # gone, cut short, or stuck past the timeout (TimeoutError)
                 pass
         self._give_up()
         return None
 
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._proc.stdin.fileno(), view):]
+
+    def _read(self, size: int, timeout: float) -> bytes:
+        """`size` bytes of the child's answer, or TimeoutError / ValueError (the pipe closed before)."""
+        fd = self._proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        chunks: list[bytes] = []
+        while size:
+            wait = deadline - time.monotonic()
+            if wait <= 0 or not select.select([fd], [], [], wait)[0]:
+                raise TimeoutError("the text encoder did not answer in time")
+            chunk = os.read(fd, size)
+            if not chunk:
+                raise ValueError("the text encoder's answer was cut short")
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+
     def _give_up(self) -> None:
         self._dead = True
+        self._proc.kill()  # stuck or half-gone: nothing it says can be trusted any more
         self.close()
 
     def close(self) -> None:
@@ -97,7 +122,7 @@ class EncoderProcess:
 def _read_exactly(stream: BinaryIO, size: int) -> bytes:
     data = stream.read(size)
     if len(data) != size:
-        raise ValueError("the text encoder's answer was cut short")
+        raise ValueError("the text encoder's request was cut short")
     return data
 
 

@@ -70,7 +70,8 @@ def serve(library: Library, options: ServeOptions, announce: Callable[[str], Non
     loopback = is_loopback_host(options.host)
     sock = bind(options.host, options.port)
     state = WatchState()
-    app = create_app(library, ServerConfig(options.max_upload_mb << 20, token, loopback, text_process=True), state)
+    server_config = ServerConfig(options.max_upload_mb << 20, token, loopback, text_process=os.name == "posix")
+    app = create_app(library, server_config, state)
     watcher = None
     if options.watch:
         from searchengine.server.watch import Watcher

@@ -183,3 +183,22 @@ def test_output_the_child_did_not_mean_for_the_server_does_not_reach_its_answers
     alone = [Library.open(library).text_vector(t) for t in TEXTS[:2]]
     assert np.array_equal(rows[0], alone[0]) and np.array_equal(rows[1], alone[1])
     assert b"stray output" in child.stderr.read()
+
+
+def test_a_child_that_stops_answering_is_killed_and_the_server_encodes_itself(library, monkeypatch):
+    """Never a hang: a child silent past the timeout (here stopped with SIGSTOP) is killed, and the batch is
+    encoded in the server's own process, with the same bits."""
+    import os
+    import signal
+
+    from searchengine.server import encoder as encoder_module
+
+    alone = [Library.open(library).text_vector(t) for t in TEXTS]
+    backend = _backend_with_child(library)
+    monkeypatch.setattr(encoder_module, "ANSWER_TIMEOUT_S", 1.0)
+    os.kill(backend.encoder.pid, signal.SIGSTOP)
+    started = time.monotonic()
+    together = backend._encode_texts(TEXTS)
+    assert time.monotonic() - started < 15
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together))
+    assert backend.encoder._proc.wait(10) is not None  # killed, and reaped
